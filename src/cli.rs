@@ -20,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the validating admission webhook over HTTPS.
     Serve(crate::webhook::ServeArgs),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(crate::certs::CertsArgs),
     /// Run the simulated CCE v1 cluster until stopped.
     Sim(crate::sim::SimArgs),
 }
@@ -40,6 +42,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => crate::webhook::run(args).await,
+            Command::Certs(args) => crate::certs::run(args),
             Command::Sim(args) => crate::sim::run(args).await,
         }
     });

@@ -95,3 +95,34 @@ pub struct Reconciled {
     /// Run again after this long even if nothing changes (e.g. a pod becomes Ready later).
     pub requeue_after: Option<Duration>,
 }
+
+/// How the ipam Deployment rolls out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IpamStrategy {
+    /// RollingUpdate with maxSurge 1, maxUnavailable 0: the SOP's host-port conflict happens.
+    #[default]
+    Rolling,
+    /// Recreate: old pods go first, so no conflict.
+    Recreate,
+}
+
+/// The shape of the default cluster (from `sim` flags).
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub masters: usize,
+    pub workers: usize,
+    /// Image tag of all guarded containers, e.g. `v1.9.3`.
+    pub cni_version: String,
+    pub ipam_strategy: IpamStrategy,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            masters: 3,
+            workers: 2,
+            cni_version: "v1.9.3".into(),
+            ipam_strategy: IpamStrategy::Rolling,
+        }
+    }
+}
