@@ -12,8 +12,37 @@ use clap::{Parser, Subcommand};
     about = "Guards and upgrades the CCE v1 container network"
 )]
 pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "CCE_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `debug`, `cce_cni_guard=debug`.
+    #[arg(long, global = true, env = "CCE_GUARD_LOG", default_value = "info")]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up structured logging on stderr; stdout stays for command output.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +58,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
