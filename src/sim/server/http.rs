@@ -567,13 +567,18 @@ async fn route(
             Ok(r)
         }
         (Method::DELETE, Some(name)) if target.sub == Sub::Main => {
-            let dry_run = query.dry_run()?;
             let body = read_body(request).await?;
             let mut options = if body.iter().all(u8::is_ascii_whitespace) {
                 Value::Object(Default::default())
             } else {
                 parse_document(&body, "application/json")?
             };
+            // DeleteOptions may carry dryRun in the body instead of the query.
+            let dry_run = query.dry_run()?
+                || options
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|v| v == "All"));
             if let Some(policy) = query.get("propagationPolicy")
                 && let Some(map) = options.as_object_mut()
             {

@@ -10,7 +10,7 @@ use super::admission::Operation;
 use super::defaults;
 use super::errors::{ApiError, ApiResult};
 use super::events;
-use super::resources::{ApiResource, View};
+use super::resources::{self, ApiResource, View};
 use super::selectors::format_label_selector;
 use super::store::{Key, Store, rv_of};
 use super::util;
@@ -527,8 +527,9 @@ fn prepare_create(
     let map = object
         .as_object_mut()
         .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-    map.insert("kind".into(), json!(api.kind));
-    map.insert("apiVersion".into(), json!(api.api_version()));
+    let stored_as = resources::native(api.storage);
+    map.insert("kind".into(), json!(stored_as.kind));
+    map.insert("apiVersion".into(), json!(stored_as.api_version()));
     let path_ns = request.namespace.clone().unwrap_or_default();
     let meta = metadata_mut(&mut object)?;
     let mut name = meta
@@ -649,8 +650,9 @@ fn finish_update(
             let map = new
                 .as_object_mut()
                 .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object"))?;
-            map.insert("kind".into(), json!(api.kind));
-            map.insert("apiVersion".into(), json!(api.api_version()));
+            let stored_as = resources::native(api.storage);
+            map.insert("kind".into(), json!(stored_as.kind));
+            map.insert("apiVersion".into(), json!(stored_as.api_version()));
             if api.status {
                 match old.get("status") {
                     Some(status) => {
