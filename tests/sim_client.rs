@@ -101,7 +101,10 @@ async fn lists_honour_label_and_field_selectors() {
         ("tier=a,team=net", vec!["sel-a"]),
     ];
     for (selector, expected) in cases {
-        let list = cms.list(&ListParams::default().labels(selector)).await.unwrap();
+        let list = cms
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
         assert!(list.metadata.resource_version.is_some(), "{selector}");
         assert_eq!(names(list), expected, "{selector}");
     }
@@ -128,7 +131,10 @@ async fn watcher_follows_changes_and_survives_dropped_watches() {
     let (handle, _dir) = start(SimOptions::default()).await;
     let client = client_for(&handle, None).await;
     let cms: Api<ConfigMap> = Api::namespaced(client, NS);
-    let stream = watcher(cms.clone(), watcher::Config::default().labels("watched=yes"));
+    let stream = watcher(
+        cms.clone(),
+        watcher::Config::default().labels("watched=yes"),
+    );
     let mut stream = Box::pin(stream);
     // The initial list: Init, then InitDone (nothing matches yet).
     let mut seen_init_done = false;
@@ -139,9 +145,12 @@ async fn watcher_follows_changes_and_survives_dropped_watches() {
             other => panic!("watcher ended early: {other:?}"),
         }
     }
-    cms.create(&PostParams::default(), &configmap("w-1", json!({"watched": "yes"})))
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &configmap("w-1", json!({"watched": "yes"})),
+    )
+    .await
+    .unwrap();
     cms.create(&PostParams::default(), &configmap("w-ignored", json!({})))
         .await
         .unwrap();
@@ -181,9 +190,12 @@ async fn watcher_follows_changes_and_survives_dropped_watches() {
     }
     // Dropped watches: the watcher re-lists or re-watches and still sees what follows.
     handle.drop_watches();
-    cms.create(&PostParams::default(), &configmap("w-2", json!({"watched": "yes"})))
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &configmap("w-2", json!({"watched": "yes"})),
+    )
+    .await
+    .unwrap();
     let mut saw_w2 = false;
     for _ in 0..5 {
         if let watcher::Event::Apply(cm) = next_change(&mut stream).await
@@ -232,18 +244,29 @@ async fn watches_resume_from_history_and_expire_when_too_old() {
         .await
         .unwrap();
     // Resuming from h-0's version replays h-1.
-    let mut stream = Box::pin(cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap());
+    let mut stream = Box::pin(
+        cms.watch(&WatchParams::default().timeout(5), &rv)
+            .await
+            .unwrap(),
+    );
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Added(cm)) => assert_eq!(cm.metadata.name.as_deref(), Some("h-1")),
         other => panic!("expected the replayed add of h-1, got {other:?}"),
     }
     drop(stream);
     for i in 2..20 {
-        cms.create(&PostParams::default(), &configmap(&format!("h-{i}"), json!({})))
-            .await
-            .unwrap();
+        cms.create(
+            &PostParams::default(),
+            &configmap(&format!("h-{i}"), json!({})),
+        )
+        .await
+        .unwrap();
     }
-    let mut stream = Box::pin(cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap());
+    let mut stream = Box::pin(
+        cms.watch(&WatchParams::default().timeout(5), &rv)
+            .await
+            .unwrap(),
+    );
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Error(status)) => {
             assert_eq!(status.code, 410);
@@ -283,7 +306,11 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
         pod.containers[0].image.as_deref(),
         Some("registry.example/cce-cni:v1.9.4")
     );
-    assert_eq!(pod.containers[0].ports.as_ref().unwrap().len(), 1, "merged by name");
+    assert_eq!(
+        pod.containers[0].ports.as_ref().unwrap().len(),
+        1,
+        "merged by name"
+    );
     assert_eq!(smp.metadata.generation, Some(2));
 
     let merged = deploys
@@ -294,7 +321,11 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
         )
         .await
         .unwrap();
-    assert_eq!(merged.metadata.generation, Some(2), "metadata does not bump generation");
+    assert_eq!(
+        merged.metadata.generation,
+        Some(2),
+        "metadata does not bump generation"
+    );
     let rv = merged.metadata.resource_version.clone();
     let again = deploys
         .patch(
@@ -304,7 +335,10 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
         )
         .await
         .unwrap();
-    assert_eq!(again.metadata.resource_version, rv, "a no-op keeps the resourceVersion");
+    assert_eq!(
+        again.metadata.resource_version, rv,
+        "a no-op keeps the resourceVersion"
+    );
 
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/spec/replicas", "value": 3},
@@ -322,7 +356,11 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
     ]))
     .unwrap();
     let err = deploys
-        .patch("patch-me", &PatchParams::default(), &Patch::<()>::Json(failing))
+        .patch(
+            "patch-me",
+            &PatchParams::default(),
+            &Patch::<()>::Json(failing),
+        )
         .await
         .unwrap_err();
     assert_eq!(api_code(&err), 422);
@@ -330,7 +368,11 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
         serde_json::from_value(json!([{"op": "replace", "path": "/spec/nosuch/x", "value": 1}]))
             .unwrap();
     let err = deploys
-        .patch("patch-me", &PatchParams::default(), &Patch::<()>::Json(missing))
+        .patch(
+            "patch-me",
+            &PatchParams::default(),
+            &Patch::<()>::Json(missing),
+        )
         .await
         .unwrap_err();
     assert_eq!(api_code(&err), 422);
@@ -533,8 +575,15 @@ async fn deleting_an_owner_deletes_what_it_owns() {
     let pod_name = pod.metadata.name.unwrap();
     assert!(pod_name.starts_with("owner-abc-") && pod_name.len() == "owner-abc-".len() + 5);
     assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Pending"));
-    deploys.delete("owner", &DeleteParams::default()).await.unwrap();
-    assert!(handle.get(Resource::ReplicaSets, Some(NS), "owner-abc").is_none());
+    deploys
+        .delete("owner", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        handle
+            .get(Resource::ReplicaSets, Some(NS), "owner-abc")
+            .is_none()
+    );
     assert!(handle.get(Resource::Pods, Some(NS), &pod_name).is_none());
     let err = deploys.get("owner").await.unwrap_err();
     assert_eq!(api_code(&err), 404);
@@ -603,7 +652,11 @@ async fn injected_faults_fail_matching_requests_then_clear() {
     cms.get("faulty").await.unwrap();
     handle.fail_next("PATCH:/configmaps/:409:1".parse().unwrap());
     let err = cms
-        .patch("faulty", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "y"}})))
+        .patch(
+            "faulty",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"x": "y"}})),
+        )
         .await
         .unwrap_err();
     assert_eq!(api_code(&err), 409);
@@ -611,20 +664,20 @@ async fn injected_faults_fail_matching_requests_then_clear() {
     handle.fail_next("*:/configmaps:429:1".parse().unwrap());
     cms.list(&ListParams::default()).await.unwrap();
     let log = handle.requests();
-    let statuses: Vec<u16> = log
-        .iter()
-        .rev()
-        .take(2)
-        .map(|r| r.status)
-        .collect();
+    let statuses: Vec<u16> = log.iter().rev().take(2).map(|r| r.status).collect();
     assert_eq!(statuses, vec![200, 429]);
     handle.fail_next("*:/configmaps:503:5".parse().unwrap());
     handle.clear_faults();
     handle.set_latency(Duration::from_millis(20));
     cms.list(&ListParams::default()).await.unwrap();
     handle.set_latency(Duration::ZERO);
-    let stored = handle.get(Resource::ConfigMaps, Some(NS), "faulty").unwrap();
-    assert!(stored["data"].get("x").is_none(), "the failed patch was not applied");
+    let stored = handle
+        .get(Resource::ConfigMaps, Some(NS), "faulty")
+        .unwrap();
+    assert!(
+        stored["data"].get("x").is_none(),
+        "the failed patch was not applied"
+    );
     handle.shutdown().await;
 }
 
@@ -644,7 +697,9 @@ async fn requests_are_counted_per_user_and_bad_tokens_get_401() {
     assert!(handle.token_of("alice").is_some());
     assert_ne!(handle.token_of("alice"), Some(handle.admin_token()));
 
-    let text = handle.kubeconfig().replace(handle.admin_token(), "not-a-token");
+    let text = handle
+        .kubeconfig()
+        .replace(handle.admin_token(), "not-a-token");
     let kubeconfig = Kubeconfig::from_yaml(&text).unwrap();
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -656,7 +711,12 @@ async fn requests_are_counted_per_user_and_bad_tokens_get_401() {
     };
     assert_eq!(status.code, 401);
     assert_eq!(status.reason, "Unauthorized");
-    assert!(handle.requests().iter().any(|r| r.status == 401 && r.user.is_empty()));
+    assert!(
+        handle
+            .requests()
+            .iter()
+            .any(|r| r.status == 401 && r.user.is_empty())
+    );
     handle.shutdown().await;
 }
 
@@ -667,7 +727,10 @@ async fn creates_in_missing_namespaces_and_bad_bodies_are_clear_errors() {
     let elsewhere: Api<ConfigMap> = Api::namespaced(client.clone(), "nosuch");
     let mut cm = configmap("x", json!({}));
     cm.metadata.namespace = Some("nosuch".into());
-    let err = elsewhere.create(&PostParams::default(), &cm).await.unwrap_err();
+    let err = elsewhere
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap_err();
     let kube::Error::Api(status) = err else {
         panic!("expected an API error");
     };
@@ -684,10 +747,7 @@ async fn creates_in_missing_namespaces_and_bad_bodies_are_clear_errors() {
         .header("Content-Type", "application/json")
         .body(b"{not json".to_vec())
         .unwrap();
-    let err = client
-        .request::<ConfigMap>(request)
-        .await
-        .unwrap_err();
+    let err = client.request::<ConfigMap>(request).await.unwrap_err();
     assert_eq!(api_code(&err), 400);
     handle.shutdown().await;
 }

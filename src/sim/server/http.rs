@@ -332,6 +332,20 @@ fn parse_document(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
+    // kubectl 1.32+ typed clients send protobuf bodies; read the kinds they create.
+    if media == "application/vnd.kubernetes.protobuf" {
+        return super::protobuf::decode(bytes).map_err(|e| match e {
+            super::protobuf::ProtobufError::Malformed(_) => ApiError::bad_request(e.to_string()),
+            _ => {
+                let mut err = ApiError::unsupported_media_type(content_type);
+                err.message = e.to_string();
+                err
+            }
+        });
+    }
+    if media.contains("protobuf") || media.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     if media.ends_with("yaml") {
         let text = std::str::from_utf8(bytes)
             .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod events;
 pub mod faults;
 pub mod http;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod state;
