@@ -178,7 +178,12 @@ fn replicas(handle: &SimHandle) -> i64 {
 
 async fn get_and_output_formats(handle: &SimHandle, k: &Kubectl, minor: u32) {
     let out = k.ok(&["-n", NS, "get", "cm", "cce-cni-node-agent"]).await;
-    assert!(out.contains("cce-cni-node-agent"), "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "DATA", "AGE"], "{out}");
+    assert_eq!(lines[1][..2], ["cce-cni-node-agent", "1"], "{out}");
     // The dispatcher ran the kubectl matching the server's minor version.
     let agents: Vec<String> = handle
         .requests()
