@@ -101,7 +101,8 @@ fn controller_user() -> UserInfo {
 }
 
 const WRITE_ATTEMPTS: usize = 16;
-const MAX_PASSES: usize = 1_000_000;
+/// A bound on passes without quiet, against controllers that never settle.
+const MAX_PASSES: usize = 200_000;
 
 impl State {
     pub fn new(
@@ -308,6 +309,8 @@ impl State {
             if !changed {
                 return result.requeue_after;
             }
+            // Long rollouts must not starve request handling on the same runtime thread.
+            tokio::task::yield_now().await;
             if passes >= MAX_PASSES {
                 tracing::warn!("controllers did not settle after {passes} passes");
                 return Some(Duration::from_millis(100));
