@@ -487,3 +487,126 @@ fn cascade_delete(
     }
     Some(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State::new(
+            Users::new(&[]),
+            "1.32".parse().unwrap(),
+            Behaviour::default(),
+            1000,
+            None,
+        )
+    }
+
+    fn admin() -> UserInfo {
+        UserInfo {
+            username: "admin".into(),
+            groups: vec![],
+        }
+    }
+
+    async fn create(state: &State, resource: Resource, object: Value) -> Value {
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        state
+            .write(
+                WriteRequest {
+                    api: resources::native(resource),
+                    namespace,
+                    sub: Sub::Main,
+                    change: Change::Create { body: object },
+                    dry_run: false,
+                    preserve: false,
+                },
+                &admin(),
+                false,
+            )
+            .await
+            .unwrap()
+            .body
+    }
+
+    #[tokio::test]
+    async fn repeated_events_are_counted_on_one_object() {
+        let state = state();
+        state
+            .seed(
+                Resource::Namespaces,
+                json!({"metadata": {"name": "kube-system"}}),
+            )
+            .await
+            .unwrap();
+        let record = EventRecord {
+            involved_object: json!({"kind": "Pod", "namespace": "kube-system", "name": "p", "uid": "u"}),
+            type_: "Warning".into(),
+            reason: "Failed".into(),
+            message: "ErrImagePull".into(),
+            component: "kubelet".into(),
+            host: Some("node-1".into()),
+        };
+        assert!(state.record_event(&record).await);
+        assert!(state.record_event(&record).await);
+        let events = lock(&state.store).list(Resource::Events, Some("kube-system"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["count"], 2);
+        assert_eq!(
+            events[0]["source"],
+            json!({"component": "kubelet", "host": "node-1"})
+        );
+    }
+
+    #[tokio::test]
+    async fn orphaning_keeps_dependents_and_drops_their_owner_reference() {
+        let state = state();
+        state
+            .seed(
+                Resource::Namespaces,
+                json!({"metadata": {"name": "kube-system"}}),
+            )
+            .await
+            .unwrap();
+        let owner = create(
+            &state,
+            Resource::ConfigMaps,
+            json!({"metadata": {"name": "owner", "namespace": "kube-system"}}),
+        )
+        .await;
+        let uid = owner["metadata"]["uid"].as_str().unwrap().to_string();
+        create(
+            &state,
+            Resource::ConfigMaps,
+            json!({"metadata": {"name": "child", "namespace": "kube-system",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}}),
+        )
+        .await;
+        let outcome = state
+            .write(
+                WriteRequest {
+                    api: resources::native(Resource::ConfigMaps),
+                    namespace: Some("kube-system".into()),
+                    sub: Sub::Main,
+                    change: Change::Delete {
+                        name: "owner".into(),
+                        options: json!({"propagationPolicy": "Orphan"}),
+                    },
+                    dry_run: false,
+                    preserve: false,
+                },
+                &admin(),
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.body["status"], "Success");
+        let child = state
+            .get(Resource::ConfigMaps, Some("kube-system"), "child")
+            .unwrap();
+        assert_eq!(child["metadata"]["ownerReferences"], json!([]));
+    }
+}
