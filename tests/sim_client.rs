@@ -749,5 +749,27 @@ async fn creates_in_missing_namespaces_and_bad_bodies_are_clear_errors() {
         .unwrap();
     let err = client.request::<ConfigMap>(request).await.unwrap_err();
     assert_eq!(api_code(&err), 400);
+    // Deleting a namespace deletes what is in it.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "scratch-ns"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let scratch: Api<ConfigMap> = Api::namespaced(client, "scratch-ns");
+    let mut cm = configmap("inside", json!({}));
+    cm.metadata.namespace = Some("scratch-ns".into());
+    scratch.create(&PostParams::default(), &cm).await.unwrap();
+    namespaces
+        .delete("scratch-ns", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        handle
+            .get(Resource::ConfigMaps, Some("scratch-ns"), "inside")
+            .is_none()
+    );
     handle.shutdown().await;
 }

@@ -116,19 +116,21 @@ fn object_meta(bytes: &[u8]) -> Result<Value, ProtobufError> {
     let mut annotations = Map::new();
     let mut finalizers = Vec::new();
     for (n, f) in fields(bytes)? {
+        // Optional strings arrive even when empty; empty means unset.
+        let field = match (n, &f) {
+            (1, _) => Some("name"),
+            (2, _) => Some("generateName"),
+            (3, _) => Some("namespace"),
+            (6, _) => Some("resourceVersion"),
+            _ => None,
+        };
+        if let (Some(field), Field::Bytes(b)) = (field, &f) {
+            if !b.is_empty() {
+                meta.insert(field.into(), json!(text(b)?));
+            }
+            continue;
+        }
         match (n, f) {
-            (1, Field::Bytes(b)) => {
-                meta.insert("name".into(), json!(text(b)?));
-            }
-            (2, Field::Bytes(b)) => {
-                meta.insert("generateName".into(), json!(text(b)?));
-            }
-            (3, Field::Bytes(b)) => {
-                meta.insert("namespace".into(), json!(text(b)?));
-            }
-            (6, Field::Bytes(b)) => {
-                meta.insert("resourceVersion".into(), json!(text(b)?));
-            }
             (11, Field::Bytes(b)) => {
                 let (k, v) = map_entry(b, false)?;
                 labels.insert(k, v);
@@ -251,6 +253,7 @@ mod tests {
     fn decodes_a_configmap_as_kubectl_sends_it() {
         let meta = [
             field(1, b"scratch"),
+            field(2, b""),
             field(3, b"kube-system"),
             field(11, &entry("app", b"x")),
         ]

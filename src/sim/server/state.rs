@@ -457,6 +457,14 @@ fn cascade_delete(
     orphan: bool,
 ) -> Option<Object> {
     let deleted = store.remove(resource, key)?;
+    if resource == Resource::Namespaces {
+        // The namespace controller empties a deleted namespace.
+        for api in resources::natives().filter(|a| a.namespaced) {
+            for object in store.list(api.storage, Some(&key.1)) {
+                cascade_delete(store, api.storage, &super::store::key_of(&object), false);
+            }
+        }
+    }
     let uid = deleted
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
