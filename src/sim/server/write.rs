@@ -460,6 +460,9 @@ fn scaled(api: &ApiResource, old: &Value, scale: &Value) -> ApiResult<Value> {
     Ok(candidate)
 }
 
+/// As the apiserver's `maxJSONPatchOperations`.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
 fn apply_patch(
     api: &ApiResource,
     sub: Sub,
@@ -494,17 +497,25 @@ fn apply_patch(
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if ops.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::new(
+                    413,
+                    "RequestEntityTooLarge",
+                    format!(
+                        "Request entity too large: The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                        ops.0.len()
+                    ),
+                ));
+            }
             let mut doc = base.clone();
-            json_patch::patch(&mut doc, &ops.0).map_err(|e| {
+            // The apiserver answers a failed operation with a generic 422 that drops the reason.
+            json_patch::patch(&mut doc, &ops.0).map_err(|_| {
                 let mut err = ApiError::new(
                     422,
                     "Invalid",
                     "the server rejected our request due to an error in our request",
                 );
-                err.details = Some(Box::new(
-                    json!({"causes": [{"reason": "UnexpectedServerResponse",
-                    "message": e.to_string()}]}),
-                ));
+                err.details = Some(Box::new(json!({})));
                 err
             })?;
             Ok(doc)
