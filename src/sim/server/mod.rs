@@ -407,6 +407,23 @@ impl SimHandle {
         self.state.watch_epoch.send_modify(|epoch| *epoch += 1);
     }
 
+    /// The kubelet's behaviour (ready delay, broken images, ipam leader) in effect.
+    pub fn behaviour(&self) -> Behaviour {
+        self.state
+            .behaviour
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_default()
+    }
+
+    /// Changes the kubelet's behaviour from the next reconcile on (e.g. break an image mid-test).
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        if let Ok(mut slot) = self.state.behaviour.write() {
+            *slot = behaviour;
+        }
+        self.state.reconcile.notify_one();
+    }
+
     /// Registers (or with None removes) the admission hook.
     pub fn set_admission_hook(&self, hook: Option<Arc<dyn AdmissionHook>>) {
         if let Ok(mut slot) = self.state.hook.write() {

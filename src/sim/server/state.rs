@@ -74,7 +74,8 @@ pub struct State {
     pub store: Mutex<Store>,
     pub users: Users,
     pub version: K8sVersion,
-    pub behaviour: Behaviour,
+    /// How the simulated kubelet behaves; tests may change it while running.
+    pub behaviour: RwLock<Behaviour>,
     pub hook: RwLock<Option<Arc<dyn AdmissionHook>>>,
     pub faults: Mutex<Faults>,
     pub stats: Mutex<Stats>,
@@ -117,7 +118,7 @@ impl State {
             store: Mutex::new(Store::new(history)),
             users,
             version,
-            behaviour,
+            behaviour: RwLock::new(behaviour),
             hook: RwLock::new(hook),
             faults: Mutex::new(Faults::default()),
             stats: Mutex::new(Stats::default()),
@@ -296,7 +297,12 @@ impl State {
         let mut passes = 0;
         loop {
             let snapshot = self.snapshot();
-            let result = controllers::reconcile(&snapshot, &self.behaviour);
+            let behaviour = self
+                .behaviour
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let result = controllers::reconcile(&snapshot, &behaviour);
             drop(snapshot);
             if result.actions.is_empty() {
                 return result.requeue_after;
