@@ -113,6 +113,24 @@ async fn lists_honour_label_and_field_selectors() {
         .await
         .unwrap();
     assert_eq!(names(list), vec!["sel-b"]);
+    // The metadata-only API answers PartialObjectMetadata.
+    let meta = cms
+        .list_metadata(&ListParams::default().labels("tier"))
+        .await
+        .unwrap();
+    let meta_names: Vec<String> = meta
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    assert_eq!(meta_names, vec!["sel-a", "sel-b"]);
+    assert_eq!(meta.types.kind, "PartialObjectMetadataList");
+    let one = cms.get_metadata("sel-a").await.unwrap();
+    assert_eq!(
+        one.metadata.labels.unwrap()["team"],
+        "net",
+        "labels come with the metadata"
+    );
     let err = cms
         .list(&ListParams::default().fields("data.k=v"))
         .await

@@ -24,7 +24,7 @@ use super::resources::{self, ApiResource, View};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::state::{RequestRecord, State, lock};
 use super::util;
-use super::watch::{self, WatchFilter, WatchParams};
+use super::watch::{self, Shape, WatchFilter, WatchParams, partial};
 use super::write::{Change, PatchKind, Sub, WriteRequest};
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -208,11 +208,20 @@ fn parse_target(segments: &[&str]) -> ApiResult<Option<Target>> {
     }))
 }
 
-fn wants_table(accept: &str) -> bool {
-    accept.split(',').any(|range| {
+/// What the Accept header asks objects to be shaped as (the first range that says wins).
+fn shape(accept: &str) -> Shape {
+    for range in accept.split(',') {
         let params: Vec<&str> = range.split(';').map(str::trim).collect();
-        params.contains(&"as=Table")
-    })
+        if params.contains(&"as=Table") {
+            return Shape::Table;
+        }
+        if params.contains(&"as=PartialObjectMetadata")
+            || params.contains(&"as=PartialObjectMetadataList")
+        {
+            return Shape::Metadata;
+        }
+    }
+    Shape::Plain
 }
 
 fn acceptable(accept: &str) -> bool {
@@ -450,7 +459,7 @@ async fn route(
         return Err(ApiError::not_acceptable());
     }
     let api = target.api;
-    let table = wants_table(&accept);
+    let shape = shape(&accept);
     match (method.clone(), target.name.clone()) {
         (Method::GET, None) if target.sub == Sub::Main => {
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
@@ -459,9 +468,9 @@ async fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), api.storage)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
             if target.legacy_watch || query.flag("watch") {
-                return watch_response(state, &target, &query, labels, fields, table);
+                return watch_response(state, &target, &query, labels, fields, shape);
             }
-            Ok(list_response(state, &target, &labels, &fields, table))
+            Ok(list_response(state, &target, &labels, &fields, shape))
         }
         (Method::GET, Some(name)) => {
             if target.legacy_watch {
@@ -473,14 +482,17 @@ async fn route(
                     &query,
                     LabelSelector::default(),
                     fields,
-                    table,
+                    shape,
                 );
             }
             let key = (target.namespace.clone().unwrap_or_default(), name.clone());
             let object = lock(&state.store)
                 .get(api.storage, &key)
                 .ok_or_else(|| ApiError::not_found(api, &name))?;
-            if table && target.sub == Sub::Main && api.view == View::Native {
+            if shape == Shape::Metadata && target.sub == Sub::Main {
+                return Ok(json_response(200, &partial(&object)));
+            }
+            if shape == Shape::Table && target.sub == Sub::Main && api.view == View::Native {
                 let rv = object
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
@@ -698,13 +710,21 @@ fn list_response(
     target: &Target,
     labels: &LabelSelector,
     fields: &FieldSelector,
-    table: bool,
+    shape: Shape,
 ) -> Response<Body> {
     let api = target.api;
     let rv = lock(&state.store).current_rv().to_string();
     let objects = selected(state, target, labels, fields);
-    if table && api.view == View::Native {
+    if shape == Shape::Table && api.view == View::Native {
         return json_response(200, &table::render(api.storage, &objects, &rv, util::now()));
+    }
+    if shape == Shape::Metadata {
+        let items: Vec<Value> = objects.iter().map(|o| partial(o)).collect();
+        return json_response(
+            200,
+            &serde_json::json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"resourceVersion": rv}, "items": items}),
+        );
     }
     // Written by hand so stored objects are serialised in place, never cloned.
     let mut out = Vec::with_capacity(256 + objects.len() * 1024);
@@ -738,7 +758,7 @@ fn watch_response(
     query: &Query,
     labels: LabelSelector,
     fields: FieldSelector,
-    table: bool,
+    shape: Shape,
 ) -> ApiResult<Response<Body>> {
     let resource_version = match query.get("resourceVersion") {
         None | Some("" | "0") => None,
@@ -760,7 +780,10 @@ fn watch_response(
             namespace: target.namespace.clone(),
             labels,
             fields,
-            table: table && target.api.view == View::Native,
+            shape: match shape {
+                Shape::Table if target.api.view != View::Native => Shape::Plain,
+                other => other,
+            },
         },
         resource_version,
         send_initial_events: query.flag("sendInitialEvents"),
@@ -832,10 +855,14 @@ mod tests {
 
     #[test]
     fn negotiates() {
-        assert!(wants_table(
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-        ));
-        assert!(!wants_table("application/json, */*"));
+        assert_eq!(
+            shape("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"),
+            Shape::Metadata
+        );
+        assert!(
+            Shape::Table == shape("application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        );
+        assert_eq!(shape("application/json, */*"), Shape::Plain);
         assert!(acceptable(
             "application/vnd.kubernetes.protobuf,application/json"
         ));

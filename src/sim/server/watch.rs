@@ -24,6 +24,20 @@ use super::util;
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 
+/// How objects are sent: as stored, as Table rows, or as PartialObjectMetadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Plain,
+    Table,
+    Metadata,
+}
+
+/// An object reduced to a `meta.k8s.io/v1` PartialObjectMetadata.
+pub fn partial(object: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+        "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({}))})
+}
+
 /// What a watch selects.
 #[derive(Debug, Clone)]
 pub struct WatchFilter {
@@ -31,7 +45,7 @@ pub struct WatchFilter {
     pub namespace: Option<String>,
     pub labels: LabelSelector,
     pub fields: FieldSelector,
-    pub table: bool,
+    pub shape: Shape,
 }
 
 impl WatchFilter {
@@ -52,7 +66,9 @@ impl WatchFilter {
         out.put_slice(b"{\"type\":\"");
         out.put_slice(type_.as_bytes());
         out.put_slice(b"\",\"object\":");
-        if self.table {
+        if self.shape == Shape::Metadata {
+            out.put_slice(&serde_json::to_vec(&partial(object)).unwrap_or_default());
+        } else if self.shape == Shape::Table {
             let t = table::render(
                 self.api.storage,
                 std::slice::from_ref(object),
@@ -89,7 +105,8 @@ impl WatchFilter {
             EventType::Deleted if now || before => EventType::Deleted,
             _ => return None,
         };
-        let shared = (!self.table && self.api.view == View::Native).then(|| event.object_json());
+        let shared = (self.shape == Shape::Plain && self.api.view == View::Native)
+            .then(|| event.object_json());
         Some(self.encode(type_.as_str(), &event.object, shared))
     }
 
