@@ -148,6 +148,32 @@ fn strip_directives(value: &mut Value, ty: Ty) {
     }
 }
 
+/// A value taken whole from the patch: nulls discarded, then upstream `removeDirectives`.
+fn take_patch_value(value: Value) -> Option<Value> {
+    remove_directives(discard_nulls(value))
+}
+
+/// Upstream `removeDirectives`: a map carrying `$patch` is dropped from wherever it sits
+/// (`None` for the value itself), at every depth.
+fn remove_directives(value: Value) -> Option<Value> {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key(DIRECTIVE_MARKER) {
+                return None;
+            }
+            Some(Value::Object(
+                map.into_iter()
+                    .filter_map(|(k, v)| remove_directives(v).map(|v| (k, v)))
+                    .collect(),
+            ))
+        }
+        Value::Array(items) => Some(Value::Array(
+            items.into_iter().filter_map(remove_directives).collect(),
+        )),
+        other => Some(other),
+    }
+}
+
 /// Upstream `discardNullValuesFromPatch`: drops null map entries, at every depth.
 fn discard_nulls(mut value: Value) -> Value {
     discard_nulls_in_place(&mut value);
@@ -192,8 +218,8 @@ fn merge_map(mut original: Map, mut patch: Map, ty: Ty) -> Result<Map> {
             continue;
         }
         let Some(current) = original.remove(&key) else {
-            if !is_delete_list {
-                original.insert(key, discard_nulls(patch_value));
+            if !is_delete_list && let Some(value) = take_patch_value(patch_value) {
+                original.insert(key, value);
             }
             continue;
         };
@@ -223,7 +249,10 @@ fn merge_map(mut original: Map, mut patch: Map, ty: Ty) -> Result<Map> {
                 } else if is_delete_list {
                     current
                 } else {
-                    discard_nulls(patch_value)
+                    match take_patch_value(patch_value) {
+                        Some(value) => value,
+                        None => continue,
+                    }
                 }
             }
         };
@@ -304,20 +333,30 @@ fn merge_ordered_lists(original: &mut Map, patch: &mut Map, ty: Ty) -> Result<()
 
         let merged = match (&original_list, &patch_list) {
             (Some(current), None) => current.clone(),
-            (None, Some(patch_items)) => patch_items.clone(),
+            // A new list: maps carrying `$patch` are dropped (upstream `removeDirectives`).
+            (None, Some(patch_items)) => patch_items
+                .iter()
+                .cloned()
+                .filter_map(remove_directives)
+                .collect(),
             (Some(current), Some(patch_items)) => {
                 merge_slice_handler(current.clone(), patch_items.clone(), field, false)?
             }
             (None, None) => continue,
         };
         let (patch_items, server_only) = partition(merged, &order, merge_key)?;
-        let original_list = original_list.unwrap_or_default();
-        let kind = slice_element_type(&[&original_list, patch_list.as_deref().unwrap_or(&[])])?;
+        let live_order = match (original_list, &patch_list) {
+            (Some(current), Some(patch_items)) if field.merge_list && !merge_key.is_empty() => {
+                live_order_after_merge(current, patch_items, merge_key)
+            }
+            (current, _) => current.unwrap_or_default(),
+        };
+        let kind = slice_element_type(&[&live_order, patch_list.as_deref().unwrap_or(&[])])?;
         let ordered = normalize_element_order(
             patch_items,
             server_only,
             &order,
-            &original_list,
+            &live_order,
             merge_key,
             kind,
         )?;
@@ -325,6 +364,61 @@ fn merge_ordered_lists(original: &mut Map, patch: &mut Map, ty: Ty) -> Result<()
         patch.remove(&field_key);
     }
     Ok(())
+}
+
+/// The live list as upstream's `mergePatchIntoOriginal` sees it after merging a list of maps.
+///
+/// Upstream keeps ordering by the original list's slice while `mergeSlice` edits the same
+/// backing array: each `$patch: delete` shifts the later items left, and each appended item
+/// lands in the next free slot. Within the original length those writes are visible and
+/// change which live position an item has, so the order of server-only items depends on
+/// them. This replays the writes that touch merge keys.
+fn live_order_after_merge(original: Vec<Value>, patch: &[Value], key: &str) -> Vec<Value> {
+    let capacity = original.len();
+    let mut backing = original;
+    let mut len = capacity;
+    let key_of = |item: &Value| item.get(key).and_then(lookup_key);
+    let mut replace = false;
+    for item in patch {
+        match item.get(DIRECTIVE_MARKER).and_then(Value::as_str) {
+            Some(DELETE_DIRECTIVE) => {
+                let Some(doomed) = item.get(key).and_then(lookup_key) else {
+                    continue;
+                };
+                let mut i = 0;
+                while i < len {
+                    if key_of(&backing[i]).as_ref() == Some(&doomed) {
+                        backing[i..len].rotate_left(1);
+                        // Go's append(s[:i], s[i+1:]...) leaves the old last item in place.
+                        if len >= 2 {
+                            backing[len - 1] = backing[len - 2].clone();
+                        }
+                        len -= 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Some(_) => replace = true,
+            None => {}
+        }
+    }
+    if replace {
+        return backing;
+    }
+    let mut present: Vec<Option<ScalarKey>> = backing[..len].iter().map(key_of).collect();
+    for item in patch.iter().filter(|item| !has_directive_marker(item)) {
+        let k = key_of(item);
+        if k.is_some() && present.contains(&k) {
+            continue;
+        }
+        if len < capacity {
+            backing[len] = item.clone();
+        }
+        present.push(k);
+        len += 1;
+    }
+    backing
 }
 
 /// Upstream `validatePatchWithSetOrderList`: the patch list's items must appear in the
@@ -393,14 +487,15 @@ fn merge_key_value_equal(left: &Value, right: &Value, key: &str) -> Result<bool>
     go_equal(left_value, right_value)
 }
 
-/// Upstream `mergeSliceHandler`: merge-strategy lists merge, every other list is replaced.
+/// Upstream `mergeSliceHandler`: merge-strategy lists merge, and so do deletion lists
+/// whatever the field's strategy; every other list is replaced.
 fn merge_slice_handler(
     original: Vec<Value>,
     patch: Vec<Value>,
     field: Field,
     is_delete_list: bool,
 ) -> Result<Vec<Value>> {
-    if field.merge_list {
+    if field.merge_list || is_delete_list {
         merge_slice(
             original,
             patch,

@@ -499,17 +499,33 @@ fn null_deletes_keys_and_unmatched_nulls_are_ignored() {
 }
 
 #[test]
-fn new_values_drop_nulls_and_nested_directives() {
+fn new_values_drop_nulls_and_maps_carrying_patch_directives() {
+    // Upstream removeDirectives: a new value drops every map that carries `$patch`.
     let result = patched(
         Resource::Pods,
         &json!({"spec": {}}),
-        json!({"spec": {"containers": [{"name": "c", "env": [{"name": "X", "$patch": "delete"}]}],
+        json!({"spec": {"containers": [{"name": "c", "env": [{"name": "X", "$patch": "delete"}],
+                                        "resources": {"limits": null, "requests": {"cpu": "1"}}}],
                         "dnsConfig": {"options": null, "searches": ["a"], "$patch": "merge"}}}),
     );
     assert_eq!(
         result,
-        json!({"spec": {"containers": [{"name": "c", "env": [{"name": "X"}]}],
-                        "dnsConfig": {"searches": ["a"]}}})
+        json!({"spec": {"containers": [{"name": "c", "env": [],
+                                        "resources": {"requests": {"cpu": "1"}}}]}})
+    );
+}
+
+#[test]
+fn appended_list_items_keep_their_nested_content_raw() {
+    // An item appended to a merging list is taken as sent; only the decode drops `$patch`.
+    let result = patched(
+        Resource::Pods,
+        &json!({"spec": {"containers": [{"name": "a"}]}}),
+        json!({"spec": {"containers": [{"name": "z", "env": [{"name": "X", "$patch": "delete"}]}]}}),
+    );
+    assert_eq!(
+        result["spec"]["containers"],
+        json!([{"name": "z", "env": [{"name": "X"}]}, {"name": "a"}])
     );
 }
 
@@ -984,4 +1000,67 @@ proptest! {
     ) {
         let _ = apply(resource, &original, &patch);
     }
+}
+
+// --- Behaviour pinned against kubectl's compiled-in strategicpatch (`kubectl patch --local`) ---
+
+#[test]
+fn order_list_with_a_deletion_and_a_new_item_follows_upstreams_live_positions() {
+    // Live [c, d, b]; delete d, patch c, add a; order list [c, a]. Upstream orders the
+    // server-only b by the live list as its merge rewrote it ([c, b, a]), so b precedes a.
+    let original = json!({"spec": {"containers": [{"name": "c"}, {"name": "d"}, {"name": "b"}]}});
+    let result = patched(
+        Resource::Pods,
+        &original,
+        json!({"spec": {"$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
+                        "containers": [{"name": "d", "$patch": "delete"}, {"name": "c", "image": "3"},
+                                       {"name": "a"}]}}),
+    );
+    assert_eq!(
+        result["spec"]["containers"],
+        json!([{"name": "c", "image": "3"}, {"name": "b"}, {"name": "a"}])
+    );
+}
+
+#[test]
+fn order_list_with_a_deletion_puts_the_survivor_first_when_upstream_does() {
+    // Live [b, a]; delete b, add e and c; order list [e, c, d].
+    let original = json!({"spec": {"containers": [{"name": "b"}, {"name": "a"}]}});
+    let result = patched(
+        Resource::Pods,
+        &original,
+        json!({"spec": {"$setElementOrder/containers": [{"name": "e"}, {"name": "c"}, {"name": "d"}],
+                        "containers": [{"name": "e"}, {"name": "c"}, {"name": "b", "$patch": "delete"}]}}),
+    );
+    assert_eq!(
+        result["spec"]["containers"],
+        json!([{"name": "a"}, {"name": "e"}, {"name": "c"}])
+    );
+}
+
+#[test]
+fn delete_from_primitive_list_works_on_lists_without_a_merge_strategy() {
+    let original = json!({"spec": {"containers": [{"name": "c", "args": ["--a", "--b", "--a"]}]}});
+    let result = patched(
+        Resource::Pods,
+        &original,
+        json!({"spec": {"containers": [{"name": "c", "$deleteFromPrimitiveList/args": ["--a"]}]}}),
+    );
+    assert_eq!(result["spec"]["containers"][0]["args"], json!(["--b"]));
+}
+
+#[test]
+fn a_new_list_with_an_order_list_drops_directive_items() {
+    let original = json!({"spec": {"containers": [{"name": "c"}]}});
+    let result = patched(
+        Resource::Pods,
+        &original,
+        json!({"spec": {"containers": [{"name": "c",
+            "$setElementOrder/env": [{"name": "A"}],
+            "env": [{"$patch": "delete"}, {"name": "A", "value": "1"}]}]}}),
+    );
+    assert_eq!(
+        result["spec"]["containers"][0]["env"],
+        json!([{"name": "A", "value": "1"}])
+    );
 }
