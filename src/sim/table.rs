@@ -502,10 +502,11 @@ fn pod_cells(pod: &Value, now: OffsetDateTime) -> Vec<Value> {
     let status = PodStatusSummary::of(pod, now);
     let node = non_empty_or(str_at(pod, &["spec", "nodeName"]), "<none>");
     let nominated = non_empty_or(str_at(pod, &["status", "nominatedNodeName"]), "<none>");
+    // The kubelet reports podIP and podIPs together; a sim pod may carry only podIP.
     let ip = items_at(pod, &["status", "podIPs"])
         .first()
         .map(|ip| str_at(ip, &["ip"]))
-        .unwrap_or("");
+        .unwrap_or_else(|| str_at(pod, &["status", "podIP"]));
     let gates = items_at(pod, &["spec", "readinessGates"]);
     let readiness_gates = if gates.is_empty() {
         "<none>".to_string()

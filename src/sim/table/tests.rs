@@ -390,6 +390,16 @@ fn init_containers_show_progress_and_failures() {
 }
 
 #[test]
+fn pod_ip_comes_from_pod_ips_or_pod_ip() {
+    let both = json!({"metadata": {"name": "p"}, "spec": {"containers": []},
+                      "status": {"podIP": "10.0.0.9", "podIPs": [{"ip": "10.0.0.8"}, {"ip": "fd00::8"}]}});
+    assert_eq!(row_cells(Resource::Pods, both)[5], "10.0.0.8");
+    let only_ip = json!({"metadata": {"name": "p"}, "spec": {"containers": []},
+                         "status": {"podIP": "10.0.0.9"}});
+    assert_eq!(row_cells(Resource::Pods, only_ip)[5], "10.0.0.9");
+}
+
+#[test]
 fn pending_unscheduled_pod() {
     let p = json!({
         "metadata": {"name": "p", "creationTimestamp": ago(Duration::seconds(30))},
