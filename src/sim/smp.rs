@@ -207,7 +207,12 @@ fn merge_map(mut original: Map, mut patch: Map, ty: Ty) -> Result<Map> {
     apply_retain_keys(&mut original, &mut patch)?;
     merge_ordered_lists(&mut original, &mut patch, ty)?;
 
-    for (key, patch_value) in patch {
+    // Upstream visits keys in Go's random map order; running the deletion lists last makes
+    // a deletion win over an addition of the same item, as it does most of the time there.
+    let (deletions, others): (Vec<_>, Vec<_>) = patch
+        .into_iter()
+        .partition(|(key, _)| key.starts_with(DELETE_FROM_PRIMITIVE_LIST_PREFIX));
+    for (key, patch_value) in others.into_iter().chain(deletions) {
         let (key, is_delete_list) = if key.starts_with(DELETE_FROM_PRIMITIVE_LIST_PREFIX) {
             (extract_key(&key, DELETE_FROM_PRIMITIVE_LIST_PREFIX)?, true)
         } else {

@@ -1064,3 +1064,18 @@ fn a_new_list_with_an_order_list_drops_directive_items() {
         json!([{"name": "A", "value": "1"}])
     );
 }
+
+#[test]
+fn a_deletion_list_wins_over_an_addition_of_the_same_item() {
+    let original = json!({"spec": {"podCIDRs": ["10.0.0.0/24", "10.0.1.0/24"]}});
+    let result = patched(
+        Resource::Nodes,
+        &original,
+        json!({"spec": {"podCIDRs": ["10.0.0.0/24", "10.0.2.0/24"],
+                        "$deleteFromPrimitiveList/podCIDRs": ["10.0.0.0/24"]}}),
+    );
+    assert_eq!(
+        result["spec"]["podCIDRs"],
+        json!(["10.0.2.0/24", "10.0.1.0/24"])
+    );
+}
