@@ -2,7 +2,7 @@
 //! simulated cluster: the SOP's commands verbatim, plus patch, replace, apply, edit, scale,
 //! server dry runs, create/delete and a bad token.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
 use cce_cni_guard::sim::model::Resource;
@@ -124,6 +124,11 @@ async fn start(version: &str) -> (SimHandle, Kubectl) {
     let handle = Sim::start(SimOptions {
         kubeconfig: Some(kubeconfig.clone()),
         k8s_version: version.parse().unwrap(),
+        // Controllers settle at once, so a settled store stays still between commands.
+        behaviour: cce_cni_guard::sim::model::Behaviour {
+            pod_ready_delay: std::time::Duration::ZERO,
+            ..Default::default()
+        },
         ..SimOptions::default()
     })
     .await
@@ -448,6 +453,7 @@ async fn patches(handle: &SimHandle, k: &Kubectl) {
 }
 
 async fn replace_apply_and_edit(handle: &SimHandle, k: &Kubectl) {
+    handle.settle().await;
     let yaml = k
         .ok(&["-n", NS, "get", "deploy", "cce-eni-ipam", "-o", "yaml"])
         .await;
@@ -708,6 +714,3 @@ async fn kubectl_1_30() {
 async fn kubectl_1_33() {
     sop_against("1.33").await;
 }
-
-#[allow(dead_code)]
-fn unused(_: &Path) {}

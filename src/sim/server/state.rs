@@ -85,6 +85,8 @@ pub struct State {
     pub watch_epoch: tokio::sync::watch::Sender<u64>,
     pub server_address: RwLock<String>,
     event_names: Mutex<HashMap<String, Key>>,
+    /// One reconcile at a time: two concurrent passes could both create the same pod.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it.
@@ -126,6 +128,7 @@ impl State {
             watch_epoch,
             server_address: RwLock::new(String::new()),
             event_names: Mutex::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -294,6 +297,7 @@ impl State {
 
     /// Reconciles until the controllers have nothing more to do; returns when to run again.
     pub async fn reconcile_until_quiet(&self) -> Option<Duration> {
+        let _one_at_a_time = self.reconciling.lock().await;
         let mut passes = 0;
         loop {
             let snapshot = self.snapshot();
