@@ -685,6 +685,112 @@ async fn create_delete_and_auth(handle: &SimHandle, k: &Kubectl) {
     assert!(handle.requests().iter().any(|r| r.status == 401));
 }
 
+/// Denies images tagged `:bad`; warns about every other DaemonSet write.
+struct Guard;
+
+impl cce_cni_guard::sim::server::AdmissionHook for Guard {
+    fn admit(
+        &self,
+        request: cce_cni_guard::sim::server::AdmissionRequest,
+    ) -> futures::future::BoxFuture<'static, cce_cni_guard::sim::server::AdmissionVerdict> {
+        use cce_cni_guard::sim::server::AdmissionVerdict;
+        let verdict = if request.user.username != "admin" || request.plural != "daemonsets" {
+            AdmissionVerdict::allow()
+        } else if request
+            .object
+            .as_ref()
+            .is_some_and(|o| o.to_string().contains(":bad\""))
+        {
+            AdmissionVerdict::Deny {
+                status: json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "Forbidden", "code": 403,
+                    "message": "admission webhook \"cce-cni-guard.cce.baidubce.com\" denied the request: images must be consistent"}),
+                warnings: Vec::new(),
+            }
+        } else {
+            AdmissionVerdict::Allow {
+                warnings: vec!["cce-cni-guard: this is an admission warning".into()],
+            }
+        };
+        Box::pin(async move { verdict })
+    }
+}
+
+async fn admission_warnings_and_denials(handle: &SimHandle, k: &Kubectl) {
+    handle.set_admission_hook(Some(std::sync::Arc::new(Guard)));
+    let run = k
+        .run(&[
+            "-n",
+            NS,
+            "set",
+            "image",
+            "ds/cce-cni-node-agent",
+            &format!("cce-cni-node-agent={IMAGE}:v1.9.8"),
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Warning: cce-cni-guard: this is an admission warning"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stdout.trim(),
+        "daemonset.apps/cce-cni-node-agent image updated"
+    );
+    let run = k
+        .run(&[
+            "-n",
+            NS,
+            "set",
+            "image",
+            "ds/cce-cni-node-agent",
+            &format!("cce-cni-node-agent={IMAGE}:bad"),
+        ])
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "error: failed to patch image update to pod template: admission webhook \"cce-cni-guard.cce.baidubce.com\" denied the request: images must be consistent"
+        ),
+        "{}",
+        run.stderr
+    );
+    let run = k
+        .run(&[
+            "-n",
+            NS,
+            "patch",
+            "ds",
+            "cce-cni-node-agent",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"cce-cni-node-agent","image":"{IMAGE}:bad"}}]}}}}}}}}"#
+            ),
+        ])
+        .await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains(
+            "Error from server (Forbidden): admission webhook \"cce-cni-guard.cce.baidubce.com\" denied the request: images must be consistent"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        image_of(
+            handle,
+            Resource::DaemonSets,
+            "cce-cni-node-agent",
+            "containers",
+            "cce-cni-node-agent"
+        ),
+        format!("{IMAGE}:v1.9.8")
+    );
+    handle.set_admission_hook(None);
+}
+
 async fn sop_against(version: &str) {
     if !kubectl_available() {
         return;
@@ -697,6 +803,7 @@ async fn sop_against(version: &str) {
     replace_apply_and_edit(&handle, &k).await;
     scale_and_dry_runs(&handle, &k).await;
     create_delete_and_auth(&handle, &k).await;
+    admission_warnings_and_denials(&handle, &k).await;
     handle.shutdown().await;
 }
 

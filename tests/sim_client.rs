@@ -791,3 +791,119 @@ async fn creates_in_missing_namespaces_and_bad_bodies_are_clear_errors() {
     );
     handle.shutdown().await;
 }
+
+/// Denies images tagged `:bad`, warns on everything else it sees, and records what it was asked.
+struct RecordingHook {
+    seen: std::sync::Mutex<Vec<cce_cni_guard::sim::server::AdmissionRequest>>,
+}
+
+impl cce_cni_guard::sim::server::AdmissionHook for RecordingHook {
+    fn admit(
+        &self,
+        request: cce_cni_guard::sim::server::AdmissionRequest,
+    ) -> futures::future::BoxFuture<'static, cce_cni_guard::sim::server::AdmissionVerdict> {
+        use cce_cni_guard::sim::server::AdmissionVerdict;
+        let bad = request
+            .object
+            .as_ref()
+            .is_some_and(|o| o.to_string().contains(":bad\""));
+        self.seen.lock().unwrap().push(request);
+        Box::pin(async move {
+            if bad {
+                AdmissionVerdict::Deny {
+                    status: json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "Forbidden", "code": 403,
+                        "message": "admission webhook \"test.example.com\" denied the request: bad image"}),
+                    warnings: vec!["test: denied".into()],
+                }
+            } else {
+                AdmissionVerdict::Allow {
+                    warnings: vec!["test: looked at it".into()],
+                }
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_hook_sees_every_write_and_can_deny() {
+    use cce_cni_guard::sim::server::Operation;
+    let hook = std::sync::Arc::new(RecordingHook {
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let (handle, _dir) = start(SimOptions {
+        admission: Some(hook.clone()),
+        users: vec!["alice:cce-operators".parse().unwrap()],
+        ..SimOptions::default()
+    })
+    .await;
+    let alice = client_for(&handle, Some("alice@cce-sim")).await;
+    let deploys: Api<Deployment> = Api::namespaced(alice, NS);
+    deploys
+        .create(&PostParams::default(), &ipam_deployment("admitted"))
+        .await
+        .unwrap();
+    let mut bad = ipam_deployment("refused");
+    bad.spec.template.spec.as_mut().unwrap().containers[0].image =
+        Some("registry.example/cce-cni:bad".into());
+    let err = deploys
+        .create(&PostParams::default(), &bad)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error");
+    };
+    assert_eq!(status.code, 403);
+    assert_eq!(status.reason, "Forbidden");
+    assert_eq!(
+        status.message,
+        "admission webhook \"test.example.com\" denied the request: bad image"
+    );
+    assert!(
+        handle
+            .get(Resource::Deployments, Some(NS), "refused")
+            .is_none()
+    );
+    deploys
+        .patch_scale(
+            "admitted",
+            &PatchParams::default().dry_run(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    deploys
+        .delete("admitted", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    let seen = hook.seen.lock().unwrap().clone();
+    let by_alice: Vec<_> = seen.iter().filter(|r| r.user.username == "alice").collect();
+    assert_eq!(by_alice.len(), 4);
+    let create = by_alice[0];
+    assert_eq!(create.operation, Operation::Create);
+    assert_eq!(
+        (create.group.as_str(), create.plural.as_str()),
+        ("apps", "deployments")
+    );
+    assert_eq!(create.namespace.as_deref(), Some(NS));
+    assert_eq!(create.name, "admitted");
+    assert!(create.user.groups.contains(&"cce-operators".to_string()));
+    let object = create.object.as_ref().unwrap();
+    assert_eq!(
+        object["spec"]["strategy"]["type"], "RollingUpdate",
+        "after defaulting"
+    );
+    assert!(create.old_object.is_none());
+    let scale = by_alice[2];
+    assert_eq!(scale.operation, Operation::Update);
+    assert_eq!(scale.subresource.as_deref(), Some("scale"));
+    assert_eq!(scale.kind, "Scale");
+    assert!(scale.dry_run);
+    assert_eq!(scale.object.as_ref().unwrap()["spec"]["replicas"], 1);
+    assert_eq!(scale.old_object.as_ref().unwrap()["spec"]["replicas"], 3);
+    let delete = by_alice[3];
+    assert_eq!(delete.operation, Operation::Delete);
+    assert!(delete.object.is_none() && delete.old_object.is_some());
+    handle.shutdown().await;
+}
