@@ -508,7 +508,6 @@ async fn dry_runs_process_everything_and_store_nothing() {
     let (handle, _dir) = start(SimOptions::default()).await;
     let client = client_for(&handle, None).await;
     let deploys: Api<Deployment> = Api::namespaced(client, NS);
-    let rv_before = handle.resource_version();
     let would_be = deploys
         .create(
             &PostParams {
@@ -527,36 +526,39 @@ async fn dry_runs_process_everything_and_store_nothing() {
         "defaulted"
     );
     assert!(handle.get(Resource::Deployments, Some(NS), "dry").is_none());
-    assert_eq!(handle.resource_version(), rv_before);
 
-    deploys
-        .create(&PostParams::default(), &ipam_deployment("dry"))
+    // A ConfigMap, which no controller touches, shows that dry runs leave the store alone.
+    let cms: Api<ConfigMap> = Api::namespaced(deploys.clone().into_client(), NS);
+    let created = cms
+        .create(&PostParams::default(), &configmap("dry", json!({})))
         .await
         .unwrap();
-    let stored_rv = handle.resource_version();
-    let patched = deploys
+    let stored_rv = created.metadata.resource_version.clone();
+    let patched = cms
         .patch(
             "dry",
             &PatchParams::default().dry_run(),
-            &Patch::Merge(json!({"spec": {"replicas": 7}})),
+            &Patch::Merge(json!({"data": {"k": "changed"}})),
         )
         .await
         .unwrap();
-    assert_eq!(patched.spec.replicas, Some(7));
-    let stored = handle.get(Resource::Deployments, Some(NS), "dry").unwrap();
-    assert_eq!(stored["spec"]["replicas"], 3);
-    deploys
-        .delete(
-            "dry",
-            &DeleteParams {
-                dry_run: true,
-                ..DeleteParams::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert!(handle.get(Resource::Deployments, Some(NS), "dry").is_some());
-    assert_eq!(handle.resource_version(), stored_rv);
+    assert_eq!(patched.data.unwrap()["k"], "changed");
+    cms.delete(
+        "dry",
+        &DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stored = handle.get(Resource::ConfigMaps, Some(NS), "dry").unwrap();
+    assert_eq!(stored["data"]["k"], "v");
+    assert_eq!(
+        stored["metadata"]["resourceVersion"].as_str(),
+        stored_rv.as_deref(),
+        "dry runs stored nothing"
+    );
     handle.shutdown().await;
 }
 
