@@ -152,7 +152,7 @@ impl Sim {
             faults.latency = options.latency;
         }
         seed(&state, &options).await?;
-        state.reconcile_until_quiet().await;
+        settle_at_start(&state).await;
 
         let listener = TcpListener::bind(options.listen)
             .await
@@ -242,6 +242,20 @@ async fn seed(state: &State, options: &SimOptions) -> Result<(), SimError> {
             })?;
     }
     Ok(())
+}
+
+/// Reconciles the seeded cluster, following short requeues (pods becoming Ready), so the
+/// cluster is healthy when the kubeconfig appears; bounded for controllers that keep requeueing.
+async fn settle_at_start(state: &State) {
+    const SHORT: Duration = Duration::from_secs(10);
+    const BUDGET: Duration = Duration::from_secs(30);
+    let started = tokio::time::Instant::now();
+    while let Some(wait) = state.reconcile_until_quiet().await {
+        if wait > SHORT || started.elapsed() + wait > BUDGET {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+    }
 }
 
 async fn controller_loop(state: Arc<State>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
