@@ -1,11 +1,18 @@
 //! Strategic merge patch, as the apiserver applies it to the kinds the sim serves.
 //!
-//! This follows k8s.io/apimachinery `strategicpatch.StrategicMergeMapPatch` on the server
-//! side (parallel deletion lists applied, unmatched nulls ignored), driven by the built-in
-//! [`schema`] of merge keys and patch strategies. The result is the one upstream computes
-//! at the map level, except that directive keys left in values taken whole from the patch
-//! are removed, as the apiserver's typed decode drops them. Where upstream would panic
-//! (comparing maps, null list elements) a [`SmpError`] is returned instead.
+//! This follows current k8s.io/apimachinery `strategicpatch.StrategicMergeMapPatch` on the
+//! server side (parallel deletion lists applied, unmatched nulls ignored), driven by the
+//! built-in [`schema`] of merge keys and patch strategies, down to its list ordering and
+//! error wording; `tests/sim_smp_kubectl.rs` holds it against kubectl's own copy. Where the
+//! result differs from upstream's map it is on purpose:
+//! - directive keys left in values taken whole from the patch are removed, as the
+//!   apiserver's typed decode drops them;
+//! - `$deleteFromPrimitiveList` runs after the other keys of its map (upstream's order is
+//!   Go's random map order);
+//! - a `$`-key that is no directive is an error (a real server drops or rejects it as an
+//!   unknown field);
+//! - where upstream would panic (comparing maps, null list items) an [`SmpError`] is
+//!   returned.
 
 mod gosort;
 mod schema;
