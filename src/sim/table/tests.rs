@@ -817,3 +817,38 @@ fn odd_field_types_render_as_zero_values_without_panicking() {
         ]
     );
 }
+
+#[test]
+fn include_object_chooses_what_rows_carry() {
+    let cm = json!({"kind": "ConfigMap", "apiVersion": "v1",
+                    "metadata": {"name": "c", "namespace": "kube-system"}, "data": {"a": "1"}});
+    let objects = [Arc::new(cm.clone())];
+    let object_of = |include| {
+        render_with(Resource::ConfigMaps, &objects, "7", now(), include)["rows"][0]["object"]
+            .clone()
+    };
+    assert_eq!(object_of(IncludeObject::Object), cm);
+    assert_eq!(object_of(IncludeObject::None), Value::Null);
+    assert_eq!(
+        object_of(IncludeObject::Metadata),
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+               "metadata": {"name": "c", "namespace": "kube-system"}})
+    );
+    assert_eq!(
+        render(Resource::ConfigMaps, &objects, "7", now()),
+        render_with(
+            Resource::ConfigMaps,
+            &objects,
+            "7",
+            now(),
+            IncludeObject::default()
+        )
+    );
+    assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
+    assert_eq!(IncludeObject::parse("None"), Some(IncludeObject::None));
+    assert_eq!(
+        IncludeObject::parse("Metadata"),
+        Some(IncludeObject::Metadata)
+    );
+    assert_eq!(IncludeObject::parse("object"), None);
+}
