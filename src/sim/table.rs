@@ -1055,11 +1055,12 @@ fn label_selector_string(selector: Option<&Value>) -> Result<String, ()> {
             .filter_map(Value::as_str)
             .collect();
         values.sort_unstable();
-        let text = match str_at(expression, &["operator"]) {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            "DoesNotExist" => format!("!{key}"),
+        // labels.NewRequirement: In/NotIn need values, Exists/DoesNotExist take none.
+        let text = match (str_at(expression, &["operator"]), values.is_empty()) {
+            ("In", false) => format!("{key} in ({})", values.join(",")),
+            ("NotIn", false) => format!("{key} notin ({})", values.join(",")),
+            ("Exists", true) => key.to_string(),
+            ("DoesNotExist", true) => format!("!{key}"),
             _ => return Err(()),
         };
         requirements.push((key.to_string(), text));

@@ -576,6 +576,19 @@ fn replicaset_cells() {
     let cells = row_cells(Resource::ReplicaSets, bad);
     assert_eq!(cells[1], 0);
     assert_eq!(cells[7], "<error>");
+    for expression in [
+        json!({"key": "k", "operator": "In", "values": []}),
+        json!({"key": "k", "operator": "Exists", "values": ["v"]}),
+    ] {
+        let rs = json!({"metadata": {"name": "r"}, "spec": {"selector": {"matchExpressions": [expression]}}});
+        assert_eq!(row_cells(Resource::ReplicaSets, rs)[7], "<error>");
+    }
+    let single = json!({"metadata": {"name": "r"},
+                        "spec": {"selector": {"matchExpressions": [{"key": "k", "operator": "NotIn", "values": ["v"]}]}}});
+    assert_eq!(row_cells(Resource::ReplicaSets, single)[7], "k notin (v)");
+    let invalid = json!({"metadata": {"name": "d"},
+                         "spec": {"selector": {"matchExpressions": [{"key": "k", "operator": "Near"}]}}});
+    assert_eq!(row_cells(Resource::Deployments, invalid)[7], "<invalid>");
 }
 
 #[test]
