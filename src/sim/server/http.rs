@@ -460,6 +460,14 @@ async fn route(
     }
     let api = target.api;
     let shape = shape(&accept);
+    let include = match query.get("includeObject") {
+        None | Some("") => table::IncludeObject::default(),
+        Some(value) => table::IncludeObject::parse(value).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "includeObject: Unsupported value: \"{value}\": supported values: \"Metadata\", \"None\", \"Object\""
+            ))
+        })?,
+    };
     match (method.clone(), target.name.clone()) {
         (Method::GET, None) if target.sub == Sub::Main => {
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or_default())
@@ -468,9 +476,11 @@ async fn route(
                 FieldSelector::parse(query.get("fieldSelector").unwrap_or_default(), api.storage)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
             if target.legacy_watch || query.flag("watch") {
-                return watch_response(state, &target, &query, labels, fields, shape);
+                return watch_response(state, &target, &query, labels, fields, shape, include);
             }
-            Ok(list_response(state, &target, &labels, &fields, shape))
+            Ok(list_response(
+                state, &target, &labels, &fields, shape, include,
+            ))
         }
         (Method::GET, Some(name)) => {
             if target.legacy_watch {
@@ -483,6 +493,7 @@ async fn route(
                     LabelSelector::default(),
                     fields,
                     shape,
+                    include,
                 );
             }
             let key = (target.namespace.clone().unwrap_or_default(), name.clone());
@@ -500,7 +511,13 @@ async fn route(
                     .to_string();
                 return Ok(json_response(
                     200,
-                    &table::render(api.storage, std::slice::from_ref(&object), &rv, util::now()),
+                    &table::render_with(
+                        api.storage,
+                        std::slice::from_ref(&object),
+                        &rv,
+                        util::now(),
+                        include,
+                    ),
                 ));
             }
             Ok(json_response(
@@ -711,12 +728,16 @@ fn list_response(
     labels: &LabelSelector,
     fields: &FieldSelector,
     shape: Shape,
+    include: table::IncludeObject,
 ) -> Response<Body> {
     let api = target.api;
     let rv = lock(&state.store).current_rv().to_string();
     let objects = selected(state, target, labels, fields);
     if shape == Shape::Table && api.view == View::Native {
-        return json_response(200, &table::render(api.storage, &objects, &rv, util::now()));
+        return json_response(
+            200,
+            &table::render_with(api.storage, &objects, &rv, util::now(), include),
+        );
     }
     if shape == Shape::Metadata {
         let items: Vec<Value> = objects.iter().map(|o| partial(o)).collect();
@@ -759,6 +780,7 @@ fn watch_response(
     labels: LabelSelector,
     fields: FieldSelector,
     shape: Shape,
+    include: table::IncludeObject,
 ) -> ApiResult<Response<Body>> {
     let resource_version = match query.get("resourceVersion") {
         None | Some("" | "0") => None,
@@ -780,6 +802,7 @@ fn watch_response(
             namespace: target.namespace.clone(),
             labels,
             fields,
+            include,
             shape: match shape {
                 Shape::Table if target.api.view != View::Native => Shape::Plain,
                 other => other,

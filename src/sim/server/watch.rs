@@ -46,6 +46,8 @@ pub struct WatchFilter {
     pub labels: LabelSelector,
     pub fields: FieldSelector,
     pub shape: Shape,
+    /// What Table rows carry (`includeObject`).
+    pub include: table::IncludeObject,
 }
 
 impl WatchFilter {
@@ -69,7 +71,7 @@ impl WatchFilter {
         if self.shape == Shape::Metadata {
             out.put_slice(&serde_json::to_vec(&partial(object)).unwrap_or_default());
         } else if self.shape == Shape::Table {
-            let t = table::render(
+            let t = table::render_with(
                 self.api.storage,
                 std::slice::from_ref(object),
                 object
@@ -77,6 +79,7 @@ impl WatchFilter {
                     .and_then(Value::as_str)
                     .unwrap_or_default(),
                 util::now(),
+                self.include,
             );
             out.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
         } else if self.api.view == View::EventsV1 {
