@@ -113,6 +113,33 @@ async fn lists_honour_label_and_field_selectors() {
         .await
         .unwrap();
     assert_eq!(names(list), vec!["sel-b"]);
+    // Tables, with what each row carries chosen by includeObject.
+    let table_request = |include: &str| {
+        http::Request::get(format!(
+            "/api/v1/namespaces/{NS}/configmaps?labelSelector=tier%3Da{include}"
+        ))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap()
+    };
+    let raw = cms.clone().into_client();
+    let table: Value = raw.request(table_request("")).await.unwrap();
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["rows"][0]["cells"][0], "sel-a");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    let table: Value = raw
+        .request(table_request("&includeObject=Object"))
+        .await
+        .unwrap();
+    assert_eq!(table["rows"][0]["object"]["data"]["k"], "v");
+    let err = raw
+        .request::<Value>(table_request("&includeObject=Everything"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err), 400);
     // The metadata-only API answers PartialObjectMetadata.
     let meta = cms
         .list_metadata(&ListParams::default().labels("tier"))
