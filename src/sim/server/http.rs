@@ -789,12 +789,15 @@ fn watch_response(
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
         ),
     };
-    let timeout = match query.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(
-            t.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t}")))?,
-        ),
-        None => DEFAULT_WATCH_TIMEOUT,
+    // Zero or absent means the server's own timeout, as the apiserver treats it.
+    let timeout = match query.get("timeoutSeconds").map(str::parse::<u64>) {
+        None | Some(Ok(0)) => DEFAULT_WATCH_TIMEOUT,
+        Some(Ok(secs)) => Duration::from_secs(secs),
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid timeoutSeconds: not a whole number",
+            ));
+        }
     };
     let params = WatchParams {
         filter: WatchFilter {
