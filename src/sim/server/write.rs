@@ -344,13 +344,7 @@ pub fn prepare(store: &Store, request: &WriteRequest, now: &str) -> ApiResult<Pr
                 Sub::Scale => scaled(api, &old, body)?,
                 _ => from_view(api, body.clone()),
             };
-            finish_update(
-                api,
-                request.sub,
-                old,
-                candidate,
-                request.namespace.as_deref(),
-            )
+            finish_update(api, request.sub, old, candidate)
         }
         Change::Patch { name, kind, patch } => {
             let key = key_for(api, request.namespace.as_deref(), name);
@@ -379,13 +373,7 @@ pub fn prepare(store: &Store, request: &WriteRequest, now: &str) -> ApiResult<Pr
                 Sub::Scale => scaled(api, &old, &patched)?,
                 _ => from_view(api, patched),
             };
-            finish_update(
-                api,
-                request.sub,
-                old,
-                candidate,
-                request.namespace.as_deref(),
-            )
+            finish_update(api, request.sub, old, candidate)
         }
         Change::Delete { name, options } => {
             let key = key_for(api, request.namespace.as_deref(), name);
@@ -638,9 +626,7 @@ fn finish_update(
     sub: Sub,
     old: Object,
     candidate: Value,
-    namespace: Option<&str>,
 ) -> ApiResult<Prepared> {
-    let _ = namespace;
     let mut new = match sub {
         Sub::Status => {
             let mut new = (*old).clone();
