@@ -796,6 +796,24 @@ async fn creates_in_missing_namespaces_and_bad_bodies_are_clear_errors() {
         .unwrap();
     let err = client.request::<ConfigMap>(request).await.unwrap_err();
     assert_eq!(api_code(&err), 400);
+    // Bodies over the apiserver's 3 MiB limit are refused, not read to the end.
+    let huge = format!(
+        "{{\"metadata\":{{\"name\":\"huge\"}},\"data\":{{\"k\":\"{}\"}}}}",
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let request = http::Request::post(format!("/api/v1/namespaces/{NS}/configmaps"))
+        .header("Content-Type", "application/json")
+        .body(huge.into_bytes())
+        .unwrap();
+    let err = client.request::<ConfigMap>(request).await.unwrap_err();
+    assert_eq!(api_code(&err), 413);
+    // A body of the wrong kind for the endpoint.
+    let request = http::Request::post(format!("/api/v1/namespaces/{NS}/configmaps"))
+        .header("Content-Type", "application/json")
+        .body(br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"}}"#.to_vec())
+        .unwrap();
+    let err = client.request::<ConfigMap>(request).await.unwrap_err();
+    assert_eq!(api_code(&err), 400);
     // Deleting a namespace deletes what is in it.
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::Value;
 
@@ -313,22 +313,31 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
     response
 }
 
+/// Past the limit, this much more is read and dropped so the client sees the 413 instead of
+/// a connection closed under its feet; beyond it the connection is closed.
+const MAX_DRAINED: usize = 32 * 1024 * 1024;
+
 async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
-    match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) => {
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::too_large(MAX_BODY))
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "cannot read the request body: {err}"
-                )))
-            }
+    let mut body = request.into_body();
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| ApiError::bad_request(format!("cannot read the request body: {err}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_BODY {
+            collected.extend_from_slice(&data);
+        } else if seen > MAX_BODY + MAX_DRAINED {
+            break;
         }
     }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(MAX_BODY));
+    }
+    Ok(collected.freeze())
 }
 
 fn parse_document(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
