@@ -317,7 +317,21 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
 /// a connection closed under its feet; beyond it the connection is closed.
 const MAX_DRAINED: usize = 32 * 1024 * 1024;
 
+/// How long a request body may take to arrive, as the apiserver's request timeout.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn read_body(request: Request<Incoming>) -> ApiResult<Bytes> {
+    match tokio::time::timeout(BODY_TIMEOUT, read_body_within_limits(request)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within requested timeout - context deadline exceeded",
+        )),
+    }
+}
+
+async fn read_body_within_limits(request: Request<Incoming>) -> ApiResult<Bytes> {
     let mut body = request.into_body();
     let mut collected = bytes::BytesMut::new();
     let mut seen = 0usize;
