@@ -307,7 +307,12 @@ async fn serve(
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(http::handle(state, request).await) }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its headers does not hold a connection forever.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
             let connection = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(connection);
             tokio::select! {
