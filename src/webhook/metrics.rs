@@ -43,6 +43,7 @@ pub struct Metrics {
     certificate_expiry: Gauge<i64, AtomicI64>,
     reloads: Family<ReloadLabels, Counter>,
     sibling_cache_synced: Gauge<i64, AtomicI64>,
+    in_flight: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -85,6 +86,12 @@ impl Metrics {
             "1 when the cache of guarded workloads has listed them from the cluster",
             sibling_cache_synced.clone(),
         );
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "admission_in_flight_requests",
+            "Requests to /validate being read or judged right now",
+            in_flight.clone(),
+        );
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION")),
             ("name", env!("CARGO_PKG_NAME")),
@@ -97,7 +104,14 @@ impl Metrics {
             certificate_expiry,
             reloads,
             sibling_cache_synced,
+            in_flight,
         }
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// Counts one answered request. Labels are fixed strings so that request content
@@ -143,6 +157,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Holds one request in the in-flight gauge.
+#[derive(Debug)]
+pub struct InFlight(Gauge<i64, AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -197,6 +197,7 @@ fn is_json(request: &Request) -> bool {
 
 async fn validate(State(state): State<AppState>, request: Request) -> Response {
     let metrics = state.metrics().clone();
+    let _in_flight = metrics.in_flight();
     if !is_json(&request) {
         metrics.observe_admission("invalid", "none", "", "", 0.0);
         return json_error(
@@ -284,7 +285,8 @@ fn log(outcome: &ReviewOutcome) {
                 uid = %s.uid,
                 dry_run = s.dry_run,
                 rules = ?rules,
-                message = %decision.message,
+                // Debug-quoted: the message spans lines, the log line must not.
+                reason = ?decision.message,
                 "admission {}",
                 decision.verdict.as_str()
             );
