@@ -453,25 +453,114 @@ async fn a_bad_certificate_or_key_at_start_is_a_clear_error() {
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
+async fn served_within(addr: SocketAddr, ca: &str, within: Duration) -> StatusCode {
+    let stream = tokio::time::timeout(within, connect(addr, client_config(&[ca], &[b"http/1.1"])))
+        .await
+        .expect("no connection slot came free")
+        .unwrap();
+    post_http1(stream, fixture("configmap-create.v1.json"))
+        .await
+        .0
+}
+
 #[tokio::test]
-async fn idle_connections_do_not_hold_the_only_slot() {
+async fn idle_or_silent_connections_do_not_hold_the_only_slot() {
     let certs = loopback_certs();
     let mut options = pem_options(&certs);
     options.max_connections = 1;
     options.handshake_timeout = Duration::from_millis(300);
+    options.header_read_timeout = Duration::from_millis(300);
+    options.idle_timeout = Duration::from_millis(300);
     let server = start(options).await;
     let addr = server.local_addr();
-    // A client that connects and never says anything holds the one slot until the
-    // handshake timeout frees it.
-    let _idle = TcpStream::connect(addr).await.unwrap();
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        connect(addr, client_config(&[&certs.ca_pem], &[b"http/1.1"])),
-    )
-    .await
-    .expect("the idle connection was never dropped")
-    .unwrap();
-    let (status, _) = post_http1(stream, fixture("configmap-create.v1.json")).await;
-    assert_eq!(status, StatusCode::OK);
+    let wait = Duration::from_secs(10);
+
+    // Connects and never starts TLS: freed by the handshake timeout.
+    let _silent_tcp = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(
+        served_within(addr, &certs.ca_pem, wait).await,
+        StatusCode::OK
+    );
+
+    // Completes TLS with h2 and never sends the preface.
+    let _silent_h2 = connect(addr, client_config(&[&certs.ca_pem], &[b"h2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        served_within(addr, &certs.ca_pem, wait).await,
+        StatusCode::OK
+    );
+
+    // Sends half a request head over HTTP/1.1 and stops.
+    let mut half = connect(addr, client_config(&[&certs.ca_pem], &[b"http/1.1"]))
+        .await
+        .unwrap();
+    half.write_all(b"POST /validate HTTP/1.1\r\nHost: gu")
+        .await
+        .unwrap();
+    half.flush().await.unwrap();
+    assert_eq!(
+        served_within(addr, &certs.ca_pem, wait).await,
+        StatusCode::OK
+    );
+
+    // An h2 connection that served a request and then idles is closed too.
+    let stream = connect(addr, client_config(&[&certs.ca_pem], &[b"h2"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let response = sender
+        .send_request(validate_request(fixture("configmap-create.v1.json")))
+        .await
+        .unwrap();
+    assert_eq!(answer(response).await.0, StatusCode::OK);
+    tokio::time::timeout(wait, conn)
+        .await
+        .expect("the idle h2 connection was never closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        served_within(addr, &certs.ca_pem, wait).await,
+        StatusCode::OK
+    );
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_connections_without_a_request() {
+    let certs = loopback_certs();
+    let mut options = pem_options(&certs);
+    options.shutdown_grace = Duration::from_secs(600);
+    let mut server = start(options).await;
+    let addr = server.local_addr();
+    let _silent_h2 = connect(addr, client_config(&[&certs.ca_pem], &[b"h2"]))
+        .await
+        .unwrap();
+    // An h1 keep-alive connection that already served a request.
+    let stream = connect(addr, client_config(&[&certs.ca_pem], &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let response = sender
+        .send_request(validate_request(fixture("configmap-create.v1.json")))
+        .await
+        .unwrap();
+    assert_eq!(answer(response).await.0, StatusCode::OK);
+
+    server.trigger_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), server.wait_stopped())
+        .await
+        .expect("shutdown waited on idle connections");
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the keep-alive connection was not closed")
+        .unwrap()
+        .unwrap();
 }

@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// Time a client gets to send the request headers (HTTP/1.1).
     #[arg(long, env = "CCE_GUARD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A connection that carried no request for this long is closed.
+    #[arg(long, env = "CCE_GUARD_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Time one request may take, body included.
     #[arg(long, env = "CCE_GUARD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -122,6 +125,7 @@ pub async fn options_from_args(args: &ServeArgs) -> anyhow::Result<ServeOptions>
     options.shutdown_grace = args.shutdown_grace;
     options.handshake_timeout = args.handshake_timeout;
     options.header_read_timeout = args.header_read_timeout;
+    options.idle_timeout = args.idle_timeout;
     options.request_timeout = args.request_timeout;
     options.max_connections = args.max_connections;
     options.max_concurrent_streams = args.max_concurrent_streams;

@@ -2,14 +2,16 @@
 //! health and metrics, with the limits that keep idle or hostile clients from starving the
 //! apiserver's requests, certificate reload, and graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
@@ -72,6 +74,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// A connection with no request for this long is closed (gracefully).
+    pub idle_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
     pub max_concurrent_streams: u32,
@@ -82,6 +86,7 @@ pub struct ServeOptions {
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -99,6 +104,7 @@ impl ServeOptions {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: router::DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -284,6 +290,7 @@ impl Drop for RunningServer {
 struct ConnectionLimits {
     handshake_timeout: Duration,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
     max_connections: usize,
     max_concurrent_streams: u32,
     shutdown_grace: Duration,
@@ -294,6 +301,7 @@ impl From<&ServeOptions> for ConnectionLimits {
         Self {
             handshake_timeout: o.handshake_timeout,
             header_read_timeout: o.header_read_timeout,
+            idle_timeout: o.idle_timeout,
             max_connections: o.max_connections.max(1),
             max_concurrent_streams: o.max_concurrent_streams.max(1),
             shutdown_grace: o.shutdown_grace,
@@ -340,7 +348,6 @@ async fn serve_tls(
     state: AppState,
     mut signal: ShutdownSignal,
 ) {
-    let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let protocols = Arc::new(Protocols::new(&limits));
     let mut connections = JoinSet::new();
@@ -368,33 +375,86 @@ async fn serve_tls(
                 }
             },
         };
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let app = app.clone();
         let protocols = protocols.clone();
+        let signal = signal.clone();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(tcp, peer, acceptor, app, &protocols, watcher, limits).await;
+            serve_connection(tcp, peer, acceptor, app, &protocols, signal, limits).await;
         });
     }
     drop(listener);
     state.set_shutting_down();
-    let open = graceful.count();
+    while connections.try_join_next().is_some() {}
     tracing::info!(
-        open_connections = open,
+        open_connections = connections.len(),
         "shutting down: no new connections, finishing in-flight requests"
     );
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             grace = ?limits.shutdown_grace,
+            open_connections = connections.len(),
             "shutdown grace period over, closing the remaining connections"
         );
         connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
-    while connections.join_next().await.is_some() {}
+}
+
+/// What a connection has been doing, as its service sees it.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    active: AtomicUsize,
+    served: AtomicBool,
+    /// Milliseconds after `started` of the last request start or end.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            active: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection counts as idle for `limit`, if it is not busy now.
+    fn idle_deadline(&self, limit: Duration) -> Option<Instant> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        Some(self.started + last + limit)
+    }
+}
+
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
 }
 
 async fn serve_connection(
@@ -403,7 +463,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     app: Router,
     protocols: &Protocols,
-    watcher: hyper_util::server::graceful::Watcher,
+    signal: ShutdownSignal,
     limits: ConnectionLimits,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -419,27 +479,86 @@ async fn serve_connection(
         }
     };
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        app.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let guard = activity.begin();
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                drop(guard);
+                response
+            }
+        })
+    };
     let io = TokioIo::new(tls);
     let served = match alpn.as_deref() {
-        Some(b"h2") => watcher
-            .watch(protocols.http2.serve_connection(io, service))
-            .await
-            .map_err(|e| e.to_string()),
-        Some(b"http/1.1") => watcher
-            .watch(protocols.http1.serve_connection(io, service))
-            .await
-            .map_err(|e| e.to_string()),
+        Some(b"h2") => {
+            let conn = protocols.http2.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), &activity, limits, signal).await
+        }
+        Some(b"http/1.1") => {
+            let conn = protocols.http1.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), &activity, limits, signal).await
+        }
         // No ALPN: tell the protocol by the first bytes.
-        _ => watcher
-            .watch(protocols.auto.serve_connection(io, service))
-            .await
-            .map_err(|e| e.to_string()),
+        _ => {
+            let conn = protocols.auto.serve_connection(io, service);
+            drive(conn, |c| c.graceful_shutdown(), &activity, limits, signal).await
+        }
     };
     if let Err(err) = served {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
+/// Runs one connection to its end, closing it gracefully on shutdown or when it has been
+/// idle too long: the first request must start within the header timeout (an h2 client
+/// that never sends its preface would otherwise hold a slot forever), later ones within
+/// the idle timeout. A connection that never carried a request is simply dropped then,
+/// since there is nothing on it to finish.
+async fn drive<F, E>(
+    conn: F,
+    begin_shutdown: impl Fn(Pin<&mut F>),
+    activity: &Activity,
+    limits: ConnectionLimits,
+    mut signal: ShutdownSignal,
+) -> Result<(), String>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        let limit = if activity.served.load(Ordering::Relaxed) {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        };
+        let idle_at = activity.idle_deadline(limit);
+        // Busy: look again after `limit`; a request ending resets the clock anyway.
+        let check_at = idle_at.unwrap_or_else(|| Instant::now() + limit);
+        tokio::select! {
+            result = conn.as_mut() => return result.map_err(|e| e.to_string()),
+            _ = signal.wait(), if !closing => {
+                closing = true;
+                if !activity.served.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                begin_shutdown(conn.as_mut());
+            }
+            _ = tokio::time::sleep_until(check_at.into()), if !closing => {
+                if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
+                    closing = true;
+                    if !activity.served.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    begin_shutdown(conn.as_mut());
+                }
+            }
+        }
     }
 }
 
