@@ -49,6 +49,11 @@ pub fn init_logging(format: LogFormat, filter: &str) {
 pub enum Command {
     /// Serve the validating admission webhook over HTTPS.
     Serve(crate::webhook::ServeArgs),
+    /// Judge one AdmissionReview offline; prints the response exactly as `serve` answers.
+    /// Exit 0 allowed, 1 denied, 2 invalid input.
+    Review(crate::offline::ReviewArgs),
+    /// Judge a change between two manifests offline. Exit 0 allowed, 1 denied, 2 invalid input.
+    Check(crate::offline::CheckArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(crate::certs::CertsArgs),
     /// Run the simulated CCE v1 cluster until stopped.
@@ -59,6 +64,11 @@ pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
+    match &cli.command {
+        Command::Review(args) => return offline_exit(crate::offline::review(args)),
+        Command::Check(args) => return offline_exit(crate::offline::check(args)),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => crate::webhook::run(args).await,
             Command::Certs(args) => crate::certs::run(args),
             Command::Sim(args) => crate::sim::run(args).await,
+            Command::Review(_) | Command::Check(_) => Ok(()),
         }
     });
     match result {
@@ -83,4 +94,11 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn offline_exit(result: Result<ExitCode, crate::offline::OfflineError>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(crate::offline::EXIT_INVALID)
+    })
 }

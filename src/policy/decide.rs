@@ -229,6 +229,8 @@ struct Judge<'c> {
     suggestion: Option<ImageRef>,
     /// Extra way-forward lines, in order, deduplicated.
     forward: Vec<String>,
+    /// Warnings for an allowed change only (e.g. which workload to upgrade next).
+    hints: Vec<String>,
 }
 
 impl<'c> Judge<'c> {
@@ -240,6 +242,7 @@ impl<'c> Judge<'c> {
             warnings: Vec::new(),
             suggestion: None,
             forward: Vec::new(),
+            hints: Vec::new(),
         }
     }
 
@@ -258,6 +261,14 @@ impl<'c> Judge<'c> {
         let text = format!("{WARNING_PREFIX}{text}");
         if !self.warnings.contains(&text) {
             self.warnings.push(text);
+        }
+    }
+
+    /// Advice that only makes sense if the change goes through.
+    fn hint(&mut self, text: String) {
+        let text = format!("{WARNING_PREFIX}{text}");
+        if !self.hints.contains(&text) {
+            self.hints.push(text);
         }
     }
 
@@ -530,6 +541,13 @@ impl<'c> Judge<'c> {
                 let Ok(sibling_ref) = &s.parsed else { continue };
                 for g in changed {
                     let Ok(new_ref) = &g.parsed else { continue };
+                    // A change that already breaks rule 2 is not also reported against siblings.
+                    if self.violations.iter().any(|v| {
+                        v.container.as_deref() == Some(g.name)
+                            && matches!(v.rule, Rule::PatchOnly | Rule::InvalidImage)
+                    }) {
+                        continue;
+                    }
                     let what = format!(
                         "container {:?} would run {} while the sibling {} runs {}",
                         g.name,
@@ -550,10 +568,8 @@ impl<'c> Judge<'c> {
                     }
                     match (new_ref.version(), sibling_ref.version()) {
                         (Some(n), Some(sv)) if n.same_line(&sv) => {
-                            if n != sv
-                                && !self.violations.iter().any(|v| v.rule != Rule::Consistent)
-                            {
-                                self.warn(format!(
+                            if n != sv {
+                                self.hint(format!(
                                     "{} runs {}; bring it to {} next",
                                     sibling.display_name(),
                                     sv,
@@ -633,6 +649,7 @@ impl<'c> Judge<'c> {
         let mut audit = BTreeMap::new();
         if self.violations.is_empty() {
             audit.insert("decision".to_owned(), "allowed".to_owned());
+            self.warnings.append(&mut self.hints);
             return Decision {
                 verdict: Verdict::Allowed,
                 workload: Some(workload),
@@ -749,8 +766,11 @@ impl<'c> Judge<'c> {
             forward
                 .push("see `cce-cni-guard status` for the current images of both workloads".into());
         }
-        out.push_str("\nWay forward: ");
-        out.push_str(&forward.join("\n"));
+        out.push_str("\nWay forward:");
+        for line in forward {
+            out.push_str("\n* ");
+            out.push_str(&line.replace('\n', "\n  "));
+        }
         out
     }
 }
@@ -812,3 +832,6 @@ pub fn workload_version(
         None
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -212,10 +212,10 @@ fn check_host(reference: &str, host: &str) -> Result<(), ImageRefError> {
             return Err(invalid());
         }
     }
-    if host.contains(':') && !host.starts_with('[') || !port.is_empty() {
-        if port.is_empty() || !port.chars().all(|c| c.is_ascii_digit()) {
-            return Err(invalid());
-        }
+    // A ':' promises a port: digits only, not empty.
+    let has_port = host.starts_with('[') || host.contains(':');
+    if has_port && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())) {
+        return Err(invalid());
     }
     Ok(())
 }
@@ -520,7 +520,8 @@ mod tests {
         #[test]
         fn normalised_form_round_trips(
             host in proptest::option::of("[a-z][a-z0-9]{0,8}(\\.[a-z0-9]{1,6}){1,2}(:[0-9]{2,5})?"),
-            path in "[a-z0-9]{1,6}([._-][a-z0-9]{1,6}){0,2}(/[a-z0-9]{1,8}){0,2}",
+            // A first segment with a '.' would be read as a host, as Docker does.
+            path in "[a-z0-9]{1,6}([_-][a-z0-9]{1,6}){0,2}(/[a-z0-9]{1,8}([._-][a-z0-9]{1,4})?){0,2}",
             tag in proptest::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
             digest in proptest::option::of("[0-9a-f]{64}"),
         ) {
