@@ -135,6 +135,19 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
+    /// Counts a request refused before it could be judged (wrong content type, too
+    /// large): `invalid`, and no duration, as nothing was decided.
+    pub fn count_refused(&self) {
+        self.requests
+            .get_or_create(&AdmissionLabels {
+                decision: "invalid",
+                rule: "none",
+                operation: "none",
+                kind: "none",
+            })
+            .inc();
+    }
+
     pub fn set_certificate_expiry(&self, not_after: i64) {
         self.certificate_expiry.set(not_after);
     }

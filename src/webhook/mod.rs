@@ -91,11 +91,18 @@ pub async fn options_from_args(args: &ServeArgs) -> anyhow::Result<ServeOptions>
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the configuration {}", path.display()))?;
-            Config::from_yaml(&text)
-                .with_context(|| format!("the configuration {} is not usable", path.display()))?
+            let config = Config::from_yaml(&text)
+                .with_context(|| format!("the configuration {} is not usable", path.display()))?;
+            tracing::info!(path = %path.display(), "policy configuration loaded");
+            config
         }
-        None => Config::default(),
+        None => {
+            tracing::info!("policy configuration: the embedded defaults");
+            Config::default()
+        }
     };
+    let guarded: Vec<String> = config.workloads.iter().map(|w| w.display_name()).collect();
+    tracing::info!(workloads = ?guarded, "guarding");
     let siblings = if args.no_cluster {
         tracing::warn!("running without a cluster (--no-cluster): the sibling rule (3) is skipped");
         SiblingSource::None

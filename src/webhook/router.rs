@@ -199,7 +199,7 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
     let metrics = state.metrics().clone();
     let _in_flight = metrics.in_flight();
     if !is_json(&request) {
-        metrics.observe_admission("invalid", "none", "", "", 0.0);
+        metrics.count_refused();
         return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be an AdmissionReview with Content-Type: application/json",
@@ -209,7 +209,7 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
         Ok(body) => body,
         Err(rejection) => {
             let status = rejection.status();
-            metrics.observe_admission("invalid", "none", "", "", 0.0);
+            metrics.count_refused();
             let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!(
                     "the body is larger than the limit of {} bytes",
