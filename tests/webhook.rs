@@ -451,3 +451,17 @@ async fn an_unreachable_cluster_keeps_readyz_false() {
     let (_, review) = validate(&state, fixture("agent-patch-upgrade.v1.json")).await;
     assert_eq!(review["response"]["allowed"], true, "{review:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_review_is_judged_like_a_small_one() {
+    let mut review: Value =
+        serde_json::from_slice(&fixture("agent-one-container.v1.json")).unwrap();
+    review["request"]["object"]["metadata"]["annotations"] =
+        serde_json::json!({ "example.com/padding": "x".repeat(600 * 1024) });
+    let body = serde_json::to_vec(&review).unwrap();
+    assert!(body.len() > 512 * 1024);
+    let (status, answer) = validate(&state(), body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert_eq!(answer["response"]["status"]["code"], 403);
+}

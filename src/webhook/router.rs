@@ -76,6 +76,8 @@ struct Inner {
 
 /// Default largest accepted request body: 4 MiB (an apiserver sends at most ~3 MiB objects).
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// Bodies larger than this are judged on the blocking pool.
+const INLINE_REVIEW_LIMIT: usize = 256 * 1024;
 /// Default time a request may take from its first byte to its answer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -223,7 +225,24 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
         }
     };
     let started = Instant::now();
-    let outcome = review::review(&body, &state.inner.config, state.inner.siblings.lookup());
+    let outcome = if body.len() > INLINE_REVIEW_LIMIT {
+        // Decoding megabytes of JSON takes milliseconds: not on a reactor thread.
+        let judge = state.clone();
+        let judged = tokio::task::spawn_blocking(move || {
+            review::review(&body, &judge.inner.config, judge.inner.siblings.lookup())
+        })
+        .await;
+        match judged {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::warn!(error = %err, "the review task failed");
+                metrics.count_refused();
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, "the review failed");
+            }
+        }
+    } else {
+        review::review(&body, &state.inner.config, state.inner.siblings.lookup())
+    };
     let elapsed = started.elapsed().as_secs_f64();
     record(&metrics, &outcome, elapsed);
     log(&outcome);
