@@ -465,3 +465,28 @@ async fn a_large_review_is_judged_like_a_small_one() {
     assert_eq!(answer["response"]["allowed"], false);
     assert_eq!(answer["response"]["status"]["code"], 403);
 }
+
+#[tokio::test]
+async fn an_exempted_identity_is_allowed_with_a_warning_and_counted() {
+    let config = Config::from_yaml("exempt:\n  users: [alice@example.com]\n").unwrap();
+    let state = AppState::new(config, Siblings::None, Arc::new(Metrics::new()));
+    let (status, review) = validate(&state, fixture("agent-one-container.v1.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let response = &review["response"];
+    assert_eq!(response["allowed"], true, "{review:#}");
+    assert!(
+        !response["warnings"].as_array().unwrap().is_empty(),
+        "{review:#}"
+    );
+    assert!(
+        !response["auditAnnotations"].as_object().unwrap().is_empty(),
+        "{review:#}"
+    );
+    let (_, text) = get(health_router(state), "/metrics").await;
+    assert!(
+        text.contains(
+            r#"decision="exempted",rule="consistent",operation="UPDATE",kind="DaemonSet"} 1"#
+        ),
+        "{text}"
+    );
+}
