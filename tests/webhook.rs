@@ -490,3 +490,31 @@ async fn an_exempted_identity_is_allowed_with_a_warning_and_counted() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_body_that_never_ends_times_out_with_408() {
+    let state = AppState::with_limits(
+        Config::default(),
+        Siblings::None,
+        Arc::new(Metrics::new()),
+        1024 * 1024,
+        Duration::from_millis(200),
+    );
+    let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let request = Request::post("/validate")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        send(router(state.clone()), request),
+    )
+    .await
+    .expect("the request timeout never fired");
+    assert_eq!(answered.0, StatusCode::REQUEST_TIMEOUT);
+    let (_, text) = get(health_router(state), "/metrics").await;
+    assert!(
+        text.contains("cce_cni_guard_admission_in_flight_requests 0"),
+        "the timed-out request is not in flight any more: {text}"
+    );
+}
