@@ -564,3 +564,53 @@ async fn shutdown_does_not_wait_for_connections_without_a_request() {
         .unwrap()
         .unwrap();
 }
+
+async fn plain_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: guard\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn a_shutdown_delay_reports_not_ready_but_keeps_serving() {
+    let certs = loopback_certs();
+    let server = start(pem_options(&certs)).await;
+    let addr = server.local_addr();
+    let health = server.health_addr().unwrap();
+    assert!(
+        plain_get(health, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let trigger = server.trigger_handle();
+    let draining = tokio::spawn(server.shutdown_after(Duration::from_secs(600)));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let readyz = plain_get(health, "/readyz").await;
+        if readyz.starts_with("HTTP/1.1 503") {
+            assert!(readyz.contains("shutting down"), "{readyz}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready while draining: {readyz}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // New connections are still served during the delay.
+    let stream = connect(addr, client_config(&[&certs.ca_pem], &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let (status, _) = post_http1(stream, fixture("configmap-create.v1.json")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(10), draining)
+        .await
+        .expect("a trigger did not cut the delay short")
+        .unwrap();
+}

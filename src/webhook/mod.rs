@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Time in-flight requests get to finish after SIGTERM, e.g. `25s`.
     #[arg(long, env = "CCE_GUARD_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, report not-ready and keep serving this long before refusing new
+    /// connections, so endpoints drop the pod first (e.g. `5s`).
+    #[arg(long, env = "CCE_GUARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// Time a client gets to finish the TLS handshake.
     #[arg(long, env = "CCE_GUARD_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -81,7 +85,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::bind(options).await?;
     let signal = shutdown::terminate_signal().await;
     tracing::info!(signal, "shutdown requested");
-    server.shutdown().await;
+    // A second signal during the delay stops at once rather than waiting it out.
+    let stopper = server.trigger_handle();
+    let second = tokio::spawn(async move {
+        shutdown::terminate_signal().await;
+        stopper.trigger();
+    });
+    server.shutdown_after(args.shutdown_delay).await;
+    second.abort();
     Ok(())
 }
 

@@ -260,6 +260,11 @@ impl RunningServer {
         self.state.metrics()
     }
 
+    /// A handle that starts shutdown from elsewhere (another task, a signal handler).
+    pub fn trigger_handle(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
     /// Starts shutdown without waiting for it.
     pub fn trigger_shutdown(&self) {
         self.trigger.trigger();
@@ -270,6 +275,26 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         self.trigger.trigger();
         self.wait_stopped().await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but first reports not-ready and keeps serving for
+    /// `delay`, so that the Service's endpoints drop this pod before it stops accepting
+    /// (the apiserver would otherwise meet refused connections and apply the webhook's
+    /// failurePolicy). A shutdown triggered meanwhile cuts the delay short.
+    pub async fn shutdown_after(self, delay: Duration) {
+        self.state.set_shutting_down();
+        if !delay.is_zero() {
+            tracing::info!(
+                ?delay,
+                "not ready any more; still serving until endpoints catch up"
+            );
+            let mut signal = self.trigger.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = signal.wait() => {}
+            }
+        }
+        self.shutdown().await;
     }
 
     /// Returns when the server has stopped (after someone triggered shutdown).

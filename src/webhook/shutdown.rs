@@ -20,6 +20,11 @@ impl ShutdownTrigger {
     pub fn trigger(&self) {
         self.0.send_replace(true);
     }
+
+    /// A new signal for the same trigger.
+    pub fn subscribe(&self) -> ShutdownSignal {
+        ShutdownSignal(self.0.subscribe())
+    }
 }
 
 impl ShutdownSignal {
