@@ -809,4 +809,300 @@ mod tests {
         let m = material(3650, 365, &names());
         assert!(!format!("{m:?}").contains("PRIVATE KEY"));
     }
+
+    /// A stand-in apiserver with one Secret and one ValidatingWebhookConfiguration, enough
+    /// for [`reconcile`]: GET, POST and PUT of the Secret (409 on a stale resourceVersion or
+    /// an existing name), GET and JSON PATCH of the configuration (422 when a test fails).
+    mod fake_apiserver {
+        use std::sync::{Arc, Mutex};
+
+        use axum::Router;
+        use axum::body::Bytes;
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::get;
+        use serde_json::{Value, json};
+
+        #[derive(Default)]
+        pub struct Store {
+            pub secret: Option<Value>,
+            pub configuration: Option<Value>,
+            pub writes: Vec<String>,
+            /// Put in place by "another writer" just before the next create is answered.
+            pub secret_created_concurrently: Option<Value>,
+            version: u64,
+        }
+
+        impl Store {
+            fn bump(&mut self, object: &mut Value) {
+                self.version += 1;
+                object["metadata"]["resourceVersion"] = json!(self.version.to_string());
+            }
+        }
+
+        pub type Shared = Arc<Mutex<Store>>;
+
+        fn status(code: u16, reason: &str) -> Response {
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": reason, "reason": reason, "code": code});
+            (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+        }
+
+        async fn get_secret(
+            State(s): State<Shared>,
+            Path((_ns, name)): Path<(String, String)>,
+        ) -> Response {
+            let store = s.lock().unwrap();
+            match &store.secret {
+                Some(secret) if secret["metadata"]["name"] == name.as_str() => {
+                    axum::Json(secret.clone()).into_response()
+                }
+                _ => status(404, "NotFound"),
+            }
+        }
+
+        async fn create_secret(State(s): State<Shared>, body: Bytes) -> Response {
+            let mut store = s.lock().unwrap();
+            store.writes.push("create secret".into());
+            if let Some(mut other) = store.secret_created_concurrently.take() {
+                store.bump(&mut other);
+                store.secret = Some(other);
+            }
+            if store.secret.is_some() {
+                return status(409, "AlreadyExists");
+            }
+            let mut secret: Value = serde_json::from_slice(&body).unwrap();
+            store.bump(&mut secret);
+            store.secret = Some(secret.clone());
+            (StatusCode::CREATED, axum::Json(secret)).into_response()
+        }
+
+        async fn replace_secret(State(s): State<Shared>, body: Bytes) -> Response {
+            let mut store = s.lock().unwrap();
+            store.writes.push("replace secret".into());
+            let mut secret: Value = serde_json::from_slice(&body).unwrap();
+            let current = store
+                .secret
+                .as_ref()
+                .map(|c| c["metadata"]["resourceVersion"].clone());
+            if current != Some(secret["metadata"]["resourceVersion"].clone()) {
+                return status(409, "Conflict");
+            }
+            store.bump(&mut secret);
+            store.secret = Some(secret.clone());
+            axum::Json(secret).into_response()
+        }
+
+        async fn get_configuration(State(s): State<Shared>) -> Response {
+            match &s.lock().unwrap().configuration {
+                Some(c) => axum::Json(c.clone()).into_response(),
+                None => status(404, "NotFound"),
+            }
+        }
+
+        async fn patch_configuration(State(s): State<Shared>, body: Bytes) -> Response {
+            let mut store = s.lock().unwrap();
+            store.writes.push("patch configuration".into());
+            let patch: json_patch::Patch = serde_json::from_slice(&body).unwrap();
+            let Some(mut configuration) = store.configuration.clone() else {
+                return status(404, "NotFound");
+            };
+            if json_patch::patch(&mut configuration, &patch).is_err() {
+                return status(422, "Invalid");
+            }
+            store.bump(&mut configuration);
+            store.configuration = Some(configuration.clone());
+            axum::Json(configuration).into_response()
+        }
+
+        /// Serves on a loopback port; the task ends with the test's runtime.
+        pub async fn start(store: Shared) -> kube::Client {
+            let app = Router::new()
+                .route(
+                    "/api/v1/namespaces/{ns}/secrets",
+                    axum::routing::post(create_secret),
+                )
+                .route(
+                    "/api/v1/namespaces/{ns}/secrets/{name}",
+                    get(get_secret).put(replace_secret),
+                )
+                .route(
+                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
+                    get(get_configuration).patch(patch_configuration),
+                )
+                .with_state(store);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+            kube::Client::try_from(config).unwrap()
+        }
+    }
+
+    fn configuration() -> Value {
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "cce-cni-guard", "resourceVersion": "7"},
+            "webhooks": [{
+                "name": "cce-cni-guard.cce.baidubce.com",
+                "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "clientConfig": {"service": {"name": "svc", "namespace": "ns", "path": "/validate"}}
+            }]
+        })
+    }
+
+    fn target(webhook_config: Option<&str>) -> Target {
+        Target {
+            namespace: "ns".into(),
+            secret: "svc-tls".into(),
+            dns_names: names(),
+            webhook_config: webhook_config.map(str::to_owned),
+            renew_within_days: 30,
+            wait_for_webhook_config: None,
+        }
+    }
+
+    fn secret_value(m: &TlsMaterial) -> Value {
+        let encode = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
+            "metadata": {"name": "svc-tls", "namespace": "ns", "resourceVersion": "3"},
+            "data": {"ca.crt": encode(&m.ca_pem), "tls.crt": encode(&m.cert_pem), "tls.key": encode(&m.key_pem)}
+        })
+    }
+
+    fn secret_data(store: &fake_apiserver::Shared) -> BTreeMap<String, ByteString> {
+        let secret: Secret =
+            serde_json::from_value(store.lock().unwrap().secret.clone().unwrap()).unwrap();
+        secret.data.unwrap()
+    }
+
+    fn bundle_in_cluster(store: &fake_apiserver::Shared) -> Option<String> {
+        store.lock().unwrap().configuration.as_ref().and_then(|c| {
+            c.pointer("/webhooks/0/clientConfig/caBundle")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+    }
+
+    fn generator() -> impl Fn() -> Result<TlsMaterial, String> + Send + Sync {
+        || Ok(material(3650, 365, &names()))
+    }
+
+    #[tokio::test]
+    async fn first_run_creates_the_secret_and_sets_the_ca_bundle_then_reruns_change_nothing() {
+        crate::install_crypto_provider();
+        let store = fake_apiserver::Shared::default();
+        store.lock().unwrap().configuration = Some(configuration());
+        let client = fake_apiserver::start(store.clone()).await;
+        let first = reconcile(client.clone(), &target(Some("cce-cni-guard")), &generator())
+            .await
+            .unwrap();
+        assert_eq!(first.renewed, Some(RenewReason::Missing));
+        assert_eq!(
+            first.webhook_config,
+            WebhookConfigOutcome::Patched { webhooks: 1 }
+        );
+        let data = secret_data(&store);
+        assert!(matches!(
+            assess_secret(
+                Some(&data),
+                &names(),
+                OffsetDateTime::now_utc(),
+                time::Duration::days(30)
+            ),
+            Assessment::Keep { .. }
+        ));
+        assert_eq!(bundle_in_cluster(&store), Some(first.ca_bundle.clone()));
+        let secret = store.lock().unwrap().secret.clone().unwrap();
+        assert_eq!(secret["type"], SECRET_TYPE);
+
+        store.lock().unwrap().writes.clear();
+        let again = reconcile(client, &target(Some("cce-cni-guard")), &generator())
+            .await
+            .unwrap();
+        assert_eq!(again.renewed, None);
+        assert_eq!(again.webhook_config, WebhookConfigOutcome::AlreadyCurrent);
+        assert_eq!(again.ca_bundle, first.ca_bundle);
+        assert!(store.lock().unwrap().writes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_expiring_secret_is_replaced_and_both_cas_are_trusted() {
+        crate::install_crypto_provider();
+        let old = material(3650, 10, &names());
+        let store = fake_apiserver::Shared::default();
+        store.lock().unwrap().secret = Some(secret_value(&old));
+        store.lock().unwrap().configuration = Some(configuration());
+        let client = fake_apiserver::start(store.clone()).await;
+        let outcome = reconcile(client, &target(Some("cce-cni-guard")), &generator())
+            .await
+            .unwrap();
+        assert!(matches!(
+            outcome.renewed,
+            Some(RenewReason::ExpiresSoon { key: CERT_KEY, .. })
+        ));
+        assert_eq!(store.lock().unwrap().writes[0], "replace secret");
+        let data = secret_data(&store);
+        assert_eq!(data[PREVIOUS_CA_KEY].0, old.ca_pem.as_bytes());
+        let bundle = bundle_in_cluster(&store).unwrap();
+        let pem = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(bundle)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(pem.contains(old.ca_pem.trim_end()));
+    }
+
+    #[tokio::test]
+    async fn a_secret_created_concurrently_is_kept() {
+        crate::install_crypto_provider();
+        let theirs = material(3650, 365, &names());
+        let store = fake_apiserver::Shared::default();
+        store.lock().unwrap().secret_created_concurrently = Some(secret_value(&theirs));
+        let client = fake_apiserver::start(store.clone()).await;
+        let outcome = reconcile(client, &target(None), &generator())
+            .await
+            .unwrap();
+        assert_eq!(outcome.renewed, None);
+        assert_eq!(outcome.webhook_config, WebhookConfigOutcome::NotRequested);
+        assert_eq!(secret_data(&store)[CA_KEY].0, theirs.ca_pem.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_missing_configuration_is_reported_or_waited_for() {
+        crate::install_crypto_provider();
+        let store = fake_apiserver::Shared::default();
+        let client = fake_apiserver::start(store.clone()).await;
+        let outcome = reconcile(client.clone(), &target(Some("cce-cni-guard")), &generator())
+            .await
+            .unwrap();
+        assert_eq!(outcome.webhook_config, WebhookConfigOutcome::NotFound);
+        // The Secret is in place even though the configuration is not there yet.
+        assert!(store.lock().unwrap().secret.is_some());
+        let mut waiting = target(Some("cce-cni-guard"));
+        waiting.wait_for_webhook_config = Some(Duration::ZERO);
+        let err = reconcile(client, &waiting, &generator()).await.unwrap_err();
+        assert!(
+            matches!(err, CertsClusterError::WebhookConfigMissing { .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_generator_failure_is_an_error_not_a_half_written_secret() {
+        crate::install_crypto_provider();
+        let store = fake_apiserver::Shared::default();
+        let client = fake_apiserver::start(store.clone()).await;
+        let failing = || Err::<TlsMaterial, _>("no entropy".to_owned());
+        let err = reconcile(client, &target(None), &failing)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no entropy"));
+        assert!(store.lock().unwrap().secret.is_none());
+    }
 }
