@@ -87,6 +87,12 @@ true
 {{- if and .Values.upgrade.enabled (not .Values.upgrade.to) -}}
 {{- fail "upgrade.enabled is true but upgrade.to is empty: set the target version, e.g. --set upgrade.to=v1.9.5" -}}
 {{- end -}}
+{{- if and .Values.pdb.enabled (ge (int .Values.pdb.minAvailable) (int .Values.replicaCount)) -}}
+{{- fail (printf "pdb.minAvailable (%d) must be below replicaCount (%d), or no node holding a guard replica can be drained" (int .Values.pdb.minAvailable) (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and (kindIs "bool" .Values.webhook.matchConditions) .Values.webhook.matchConditions (semverCompare "<1.28.0-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "webhook.matchConditions=true needs Kubernetes 1.28 or later (this cluster is %s, where they are off and the webhook would match every DaemonSet and Deployment of the namespace): use auto or false" .Capabilities.KubeVersion.Version) -}}
+{{- end -}}
 {{- if and (eq .Values.certs.mode "existingSecret") (or (not .Values.certs.existingSecret.name) (not .Values.certs.existingSecret.caBundle)) -}}
 {{- fail "certs.mode=existingSecret needs certs.existingSecret.name and certs.existingSecret.caBundle (base64 of the CA's PEM)" -}}
 {{- end -}}
