@@ -43,7 +43,12 @@ pub struct ClusterArgs {
     /// Keep the certificates in the cluster instead of files: create or renew the TLS Secret
     /// `--secret` in `--namespace` and set the caBundle of `--webhook-config`. Uses the usual
     /// kubeconfig or the pod's ServiceAccount.
-    #[arg(long, env = "CCE_GUARD_CERTS_IN_CLUSTER", requires = "secret")]
+    #[arg(
+        long,
+        env = "CCE_GUARD_CERTS_IN_CLUSTER",
+        requires = "secret",
+        conflicts_with = "out"
+    )]
     pub in_cluster: bool,
     /// Name of the TLS Secret the webhook mounts.
     #[arg(long, env = "CCE_GUARD_CERTS_SECRET", requires = "in_cluster")]
@@ -396,6 +401,36 @@ pub struct Target {
     pub webhook_config: Option<String>,
     pub renew_within_days: u32,
     pub wait_for_webhook_config: Option<Duration>,
+}
+
+impl Target {
+    /// The target for the webhook Service `service` in `namespace`, from the flags; the
+    /// certificate must name `dns_names` (the Service's four forms plus any extras).
+    pub fn from_args(namespace: &str, dns_names: Vec<String>, args: &ClusterArgs) -> Result<Self> {
+        let secret = args
+            .secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| CertsClusterError::Invalid("--in-cluster needs --secret NAME".into()))?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            secret,
+            dns_names,
+            webhook_config: args.webhook_config.clone().filter(|s| !s.is_empty()),
+            renew_within_days: args.renew_within_days,
+            wait_for_webhook_config: args.wait_for_webhook_config,
+        })
+    }
+}
+
+/// [`run`] from synchronous code running on a multi-threaded tokio runtime (the CLI's).
+pub fn run_blocking(
+    target: Target,
+    generate: &(dyn Fn() -> Result<TlsMaterial, String> + Send + Sync),
+) -> Result<Outcome> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|e| CertsClusterError::Invalid(format!("no async runtime: {e}")))?;
+    tokio::task::block_in_place(|| handle.block_on(run(target, generate)))
 }
 
 /// Makes sure the Secret is valid (creating or renewing it with `generate`), then sets the
