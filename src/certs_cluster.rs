@@ -61,7 +61,7 @@ pub struct ClusterArgs {
     pub renew_within_days: u32,
     /// Wait this long (e.g. `120s`, `2m`) for the ValidatingWebhookConfiguration to appear;
     /// without it a missing configuration is reported and skipped.
-    #[arg(long, env = "CCE_GUARD_WAIT_FOR_WEBHOOK_CONFIG", value_parser = parse_duration)]
+    #[arg(long, env = "CCE_GUARD_WAIT_FOR_WEBHOOK_CONFIG", value_parser = crate::webhook::parse_duration)]
     pub wait_for_webhook_config: Option<Duration>,
 }
 
@@ -348,32 +348,6 @@ pub fn ca_bundle_patch(configuration: &Value, ca_bundle: &str) -> Result<Option<
     Ok(Some(Value::Array(ops)))
 }
 
-/// Parses `120s`, `2m`, `1h`, `500ms` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 120s or 2m"))?;
-    let seconds = |factor: u64| {
-        n.checked_mul(factor)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{text:?} is too long"))
-    };
-    match unit {
-        "" | "s" => seconds(1),
-        "m" => seconds(60),
-        "h" => seconds(3600),
-        "ms" => Ok(Duration::from_millis(n)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
-    }
-}
-
 /// What [`reconcile`] found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -421,6 +395,31 @@ impl Target {
             wait_for_webhook_config: args.wait_for_webhook_config,
         })
     }
+}
+
+impl From<crate::certs::GeneratedCerts> for TlsMaterial {
+    fn from(certs: crate::certs::GeneratedCerts) -> Self {
+        Self {
+            ca_pem: certs.ca_pem,
+            cert_pem: certs.cert_pem,
+            key_pem: certs.key_pem,
+        }
+    }
+}
+
+/// `cce-cni-guard certs --in-cluster`: certificates for `spec`, kept in the cluster.
+pub fn run_for(spec: &crate::certs::CertSpec, args: &ClusterArgs) -> anyhow::Result<()> {
+    let target = Target::from_args(&spec.namespace, spec.dns_names(), args)?;
+    // Check the spec once up front, so a bad one fails before anything is read or written.
+    crate::certs::generate(spec)?;
+    let spec = spec.clone();
+    let generate = move || {
+        crate::certs::generate(&spec)
+            .map(TlsMaterial::from)
+            .map_err(|e| e.to_string())
+    };
+    run_blocking(target, &generate)?;
+    Ok(())
 }
 
 /// [`run`] from synchronous code running on a multi-threaded tokio runtime (the CLI's).
@@ -825,18 +824,6 @@ mod tests {
         let empty = json!({"metadata": {"resourceVersion": "1"}, "webhooks": []});
         assert!(ca_bundle_patch(&empty, "eA==").is_err());
         assert!(ca_bundle_patch(&json!({}), "eA==").is_err());
-    }
-
-    #[test]
-    fn durations_parse_in_the_units_the_chart_uses() {
-        assert_eq!(parse_duration("120s").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "s", "2d", "-1s", "1.5m", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
