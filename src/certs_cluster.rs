@@ -68,9 +68,10 @@ pub struct ClusterArgs {
 /// Why the in-cluster certificates could not be put in place.
 #[derive(Debug, thiserror::Error)]
 pub enum CertsClusterError {
-    #[error("cannot reach the cluster: {0}")]
+    // The source is printed by the caller's error chain, not repeated here.
+    #[error("cannot reach the cluster")]
     Client(#[source] kube::Error),
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Api {
         action: String,
         #[source]

@@ -394,3 +394,273 @@ async fn pre_130_webhook_scopes_by_namespace_and_labels() {
     let other_deployment = Write::new("deployments", "kube-system", "coredns");
     assert!(blocked_during_an_outage(&configuration, &other_deployment).await);
 }
+
+/// A stand-in apiserver over plain HTTP for the certificate Jobs: the Secret and the
+/// ValidatingWebhookConfiguration, with resourceVersions, 404, 409 and JSON patch.
+mod stand_in_apiserver {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub struct Store {
+        pub secret: Option<Value>,
+        pub configuration: Option<Value>,
+        version: u64,
+    }
+
+    pub type Shared = Arc<Mutex<Store>>;
+
+    fn bump(store: &mut Store, object: &mut Value) {
+        store.version += 1;
+        object["metadata"]["resourceVersion"] = json!(store.version.to_string());
+    }
+
+    fn status(code: u16, reason: &str) -> Response {
+        let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": reason, "reason": reason, "code": code});
+        (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+    }
+
+    async fn get_secret(State(s): State<Shared>) -> Response {
+        match &s.lock().unwrap().secret {
+            Some(secret) => axum::Json(secret.clone()).into_response(),
+            None => status(404, "NotFound"),
+        }
+    }
+
+    async fn create_secret(State(s): State<Shared>, body: Bytes) -> Response {
+        let mut store = s.lock().unwrap();
+        if store.secret.is_some() {
+            return status(409, "AlreadyExists");
+        }
+        let mut secret: Value = serde_json::from_slice(&body).unwrap();
+        bump(&mut store, &mut secret);
+        store.secret = Some(secret.clone());
+        (StatusCode::CREATED, axum::Json(secret)).into_response()
+    }
+
+    async fn replace_secret(State(s): State<Shared>, body: Bytes) -> Response {
+        let mut store = s.lock().unwrap();
+        let mut secret: Value = serde_json::from_slice(&body).unwrap();
+        let current = store
+            .secret
+            .as_ref()
+            .map(|c| c["metadata"]["resourceVersion"].clone());
+        if current != Some(secret["metadata"]["resourceVersion"].clone()) {
+            return status(409, "Conflict");
+        }
+        bump(&mut store, &mut secret);
+        store.secret = Some(secret.clone());
+        axum::Json(secret).into_response()
+    }
+
+    async fn get_configuration(State(s): State<Shared>) -> Response {
+        match &s.lock().unwrap().configuration {
+            Some(c) => axum::Json(c.clone()).into_response(),
+            None => status(404, "NotFound"),
+        }
+    }
+
+    async fn patch_configuration(State(s): State<Shared>, body: Bytes) -> Response {
+        let mut store = s.lock().unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&body).unwrap();
+        let Some(mut configuration) = store.configuration.clone() else {
+            return status(404, "NotFound");
+        };
+        if json_patch::patch(&mut configuration, &patch).is_err() {
+            return status(422, "Invalid");
+        }
+        bump(&mut store, &mut configuration);
+        store.configuration = Some(configuration.clone());
+        axum::Json(configuration).into_response()
+    }
+
+    /// Serves on a loopback port and writes a kubeconfig for it into `dir`.
+    pub async fn start(store: Shared, dir: &std::path::Path) -> std::path::PathBuf {
+        let app = Router::new()
+            .route(
+                "/api/v1/namespaces/cce-cni-guard/secrets",
+                post(create_secret),
+            )
+            .route(
+                "/api/v1/namespaces/cce-cni-guard/secrets/cce-cni-guard-tls",
+                get(get_secret).put(replace_secret),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/cce-cni-guard",
+                get(get_configuration).patch(patch_configuration),
+            )
+            .with_state(store);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+                 clusters: [{{name: stand-in, cluster: {{server: \"http://{addr}\"}}}}]\n\
+                 users: [{{name: job, user: {{token: t}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: stand-in, user: job}}}}]\n"
+            ),
+        )
+        .unwrap();
+        kubeconfig
+    }
+}
+
+/// The args of one of deploy/'s certificate Jobs.
+fn certs_job_args(job: &str) -> Vec<String> {
+    let objs = objects("30-certs-job.yaml");
+    let job = objs
+        .iter()
+        .find(|o| o["kind"] == "Job" && o["metadata"]["name"] == job)
+        .unwrap_or_else(|| panic!("no Job {job}"));
+    job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn run_job(args: &[String], kubeconfig: &Path) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_cce-cni-guard"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The binary, run with exactly the args of deploy/'s two certificate Jobs in the order
+/// Helm runs them (before the configuration exists, then after), leaves a Secret the
+/// webhook can serve and the caBundle of deploy/'s configuration set; running them again
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_jobs_write_the_secret_then_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = stand_in_apiserver::Shared::default();
+    let kubeconfig = stand_in_apiserver::start(store.clone(), dir.path()).await;
+
+    let pre = run_job(&certs_job_args("cce-cni-guard-certs-pre"), &kubeconfig).await;
+    let stderr = String::from_utf8_lossy(&pre.stderr);
+    assert!(pre.status.success(), "pre Job failed: {stderr}");
+    assert!(stderr.contains("does not exist yet"), "{stderr}");
+    let secret = store.lock().unwrap().secret.clone().expect("the Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+
+    let mut configuration = objects("validatingwebhookconfiguration.yaml").remove(0);
+    configuration["metadata"]["resourceVersion"] = json!("1");
+    store.lock().unwrap().configuration = Some(configuration);
+    let post = run_job(&certs_job_args("cce-cni-guard-certs-post"), &kubeconfig).await;
+    assert!(
+        post.status.success(),
+        "post Job failed: {}",
+        String::from_utf8_lossy(&post.stderr)
+    );
+    let ca_bundle = String::from_utf8(post.stdout).unwrap().trim().to_owned();
+    let patched = store.lock().unwrap().configuration.clone().unwrap();
+    for webhook in patched["webhooks"].as_array().unwrap() {
+        assert_eq!(webhook["clientConfig"]["caBundle"], ca_bundle.as_str());
+    }
+    // The Secret was kept, and it is what the webhook's Service needs.
+    let kept = store.lock().unwrap().secret.clone().unwrap();
+    assert_eq!(
+        kept["metadata"]["resourceVersion"],
+        secret["metadata"]["resourceVersion"]
+    );
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(kept).unwrap();
+    let service = "cce-cni-guard";
+    let names: Vec<String> = [
+        service.to_owned(),
+        format!("{service}.{GUARD_NAMESPACE}"),
+        format!("{service}.{GUARD_NAMESPACE}.svc"),
+        format!("{service}.{GUARD_NAMESPACE}.svc.cluster.local"),
+    ]
+    .to_vec();
+    let assessment = cce_cni_guard::certs_cluster::assess_secret(
+        secret.data.as_ref(),
+        &names,
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(300),
+    );
+    assert!(
+        matches!(
+            assessment,
+            cce_cni_guard::certs_cluster::Assessment::Keep { .. }
+        ),
+        "{assessment:?}"
+    );
+
+    let before = store.lock().unwrap().configuration.clone();
+    for job in ["cce-cni-guard-certs-pre", "cce-cni-guard-certs-post"] {
+        let again = run_job(&certs_job_args(job), &kubeconfig).await;
+        assert!(again.status.success());
+    }
+    assert_eq!(store.lock().unwrap().configuration, before);
+}
+
+/// The args the chart gives `serve` and the certificate Jobs are accepted by the real
+/// command line, with the meaning the chart intends.
+#[test]
+fn chart_args_parse_with_the_real_command_line() {
+    use cce_cni_guard::cli::{Cli, Command};
+    use clap::Parser;
+
+    let objs = all_objects();
+    let deployment = of_kind(&objs, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut argv = vec!["cce-cni-guard".to_owned()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let Command::Serve(serve) = cli.command else {
+        panic!("not serve: {argv:?}")
+    };
+    assert_eq!(serve.listen.port(), 8443);
+    assert_eq!(serve.health_listen.port(), 8080);
+    assert!(!serve.no_cluster, "the webhook reads the sibling workload");
+    let config = serve.config.expect("--config");
+    assert!(config.starts_with("/etc/cce-cni-guard/config"));
+    // The pod outlives the server's own shutdown.
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(grace > (serve.shutdown_delay + serve.shutdown_grace).as_secs());
+
+    for job in ["cce-cni-guard-certs-pre", "cce-cni-guard-certs-post"] {
+        let mut argv = vec!["cce-cni-guard".to_owned()];
+        argv.extend(certs_job_args(job));
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let Command::Certs(certs) = cli.command else {
+            panic!("not certs: {argv:?}")
+        };
+        assert!(certs.cluster.in_cluster);
+        assert_eq!(certs.service, "cce-cni-guard");
+        assert_eq!(certs.namespace, GUARD_NAMESPACE);
+        assert_eq!(certs.cluster.secret.as_deref(), Some("cce-cni-guard-tls"));
+        assert_eq!(
+            certs.cluster.webhook_config.as_deref(),
+            Some("cce-cni-guard")
+        );
+        assert_eq!(
+            certs.cluster.wait_for_webhook_config.is_some(),
+            job.ends_with("-post")
+        );
+    }
+}
