@@ -1,9 +1,207 @@
 //! Pure controllers of the simulated cluster: DaemonSet, Deployment, ReplicaSet, scheduler
 //! and kubelet. Each reads a [`Snapshot`] and returns the writes it wants.
+//!
+//! One pass makes at most one write per object (the server applies writes with
+//! resourceVersion preconditions, so a second write to the same object would only conflict):
+//! controllers run in the order Deployment, ReplicaSet, DaemonSet, scheduler, kubelet and skip
+//! objects an earlier one already wrote. Work that needs a second write happens next pass.
 
-use super::model::{Behaviour, Reconciled, Snapshot};
+mod daemonset;
+mod deployment;
+mod kubelet;
+mod replicaset;
+mod scheduler;
+mod util;
+
+#[cfg(test)]
+mod testkit;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::model::{Action, Behaviour, Reconciled, Resource, Snapshot};
 
 /// One pass of every controller over the snapshot.
-pub fn reconcile(_snapshot: &Snapshot, _behaviour: &Behaviour) -> Reconciled {
-    Reconciled::default()
+pub fn reconcile(snapshot: &Snapshot, behaviour: &Behaviour) -> Reconciled {
+    let pass = Pass::new(snapshot, behaviour);
+    let mut out = Out::new(snapshot);
+    deployment::reconcile(&pass, snapshot, &mut out);
+    replicaset::reconcile(&pass, snapshot, &mut out);
+    daemonset::reconcile(&pass, snapshot, &mut out);
+    scheduler::reconcile(&pass, snapshot, &mut out);
+    kubelet::reconcile(&pass, snapshot, &mut out);
+    Reconciled {
+        actions: out.actions,
+        requeue_after: out.requeue,
+    }
+}
+
+/// The ControllerRevision `data` the DaemonSet controller records for a pod template:
+/// `{"spec":{"template":{…,"$patch":"replace"}}}`, compared as compact sorted JSON.
+pub fn daemonset_revision_data(template: &Value) -> Value {
+    util::daemonset_patch(template)
+}
+
+/// The hash the controllers put in `pod-template-hash` / `controller-revision-hash` for a
+/// template (no hash collisions so far).
+pub fn pod_template_hash(template: &Value) -> String {
+    util::template_hash(template, None)
+}
+
+/// What every controller reads, indexed once per pass.
+pub(crate) struct Pass<'a> {
+    pub now: OffsetDateTime,
+    pub behaviour: &'a Behaviour,
+    pub broken_image: Option<Regex>,
+    /// Nodes sorted by name.
+    pub nodes: Vec<&'a Value>,
+    pub node_by_name: HashMap<&'a str, &'a Value>,
+    /// Pods by the uid of their controller.
+    pub pods_by_owner: HashMap<&'a str, Vec<&'a Value>>,
+    /// Pods bound to a node (`spec.nodeName`), by node.
+    pub pods_by_node: HashMap<&'a str, Vec<&'a Value>>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(snapshot: &'a Snapshot, behaviour: &'a Behaviour) -> Self {
+        let mut nodes: Vec<&Value> = snapshot.nodes.iter().map(|n| n.as_ref()).collect();
+        nodes.sort_by(|a, b| util::name(a).cmp(util::name(b)));
+        let node_by_name = nodes.iter().map(|n| (util::name(n), *n)).collect();
+        let mut pods_by_owner: HashMap<&str, Vec<&Value>> = HashMap::new();
+        let mut pods_by_node: HashMap<&str, Vec<&Value>> = HashMap::new();
+        for pod in &snapshot.pods {
+            let pod = pod.as_ref();
+            if let Some(owner) = util::controller_uid(pod) {
+                pods_by_owner.entry(owner).or_default().push(pod);
+            }
+            if let Some(node) = util::str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+                pods_by_node.entry(node).or_default().push(pod);
+            }
+        }
+        Self {
+            now: snapshot.now.unwrap_or_else(OffsetDateTime::now_utc),
+            behaviour,
+            broken_image: behaviour.broken_image.as_deref().and_then(cached_regex),
+            nodes,
+            node_by_name,
+            pods_by_owner,
+            pods_by_node,
+        }
+    }
+
+    pub fn owned_pods(&self, owner_uid: &str) -> &[&'a Value] {
+        self.pods_by_owner
+            .get(owner_uid)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+thread_local! {
+    static REGEX_CACHE: RefCell<Option<(String, Option<Regex>)>> = const { RefCell::new(None) };
+}
+
+/// Compiling the broken-image pattern once, not once per pass. A pattern that does not
+/// compile breaks no image.
+fn cached_regex(pattern: &str) -> Option<Regex> {
+    REGEX_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((p, r)) = cache.as_ref()
+            && p == pattern
+        {
+            return r.clone();
+        }
+        let r = Regex::new(pattern).ok();
+        *cache = Some((pattern.to_string(), r.clone()));
+        r
+    })
+}
+
+/// The writes of one pass, with at most one write per object.
+pub(crate) struct Out {
+    pub actions: Vec<Action>,
+    pub requeue: Option<Duration>,
+    touched: HashSet<(Resource, String)>,
+    /// `namespace/name` of every pod that exists or is being created this pass.
+    pub taken_pod_names: HashSet<String>,
+}
+
+impl Out {
+    fn new(snapshot: &Snapshot) -> Self {
+        Self {
+            actions: Vec::new(),
+            requeue: None,
+            touched: HashSet::new(),
+            taken_pod_names: snapshot
+                .pods
+                .iter()
+                .map(|p| format!("{}/{}", util::namespace(p), util::name(p)))
+                .collect(),
+        }
+    }
+
+    fn key(obj: &Value) -> String {
+        format!("{}/{}", util::namespace(obj), util::name(obj))
+    }
+
+    pub fn touched(&self, resource: Resource, obj: &Value) -> bool {
+        self.touched.contains(&(resource, Self::key(obj)))
+    }
+
+    /// Records a write to an existing object unless one is already queued this pass.
+    pub fn write(&mut self, action: Action) -> bool {
+        let key = match &action {
+            Action::Update { resource, object } | Action::UpdateStatus { resource, object } => {
+                Some((*resource, Self::key(object)))
+            }
+            Action::Delete {
+                resource,
+                namespace,
+                name,
+            } => Some((
+                *resource,
+                format!("{}/{}", namespace.as_deref().unwrap_or(""), name),
+            )),
+            Action::Create { resource, object } => Some((*resource, Self::key(object))),
+            Action::Event(_) => None,
+        };
+        if let Some(key) = key
+            && !self.touched.insert(key)
+        {
+            return false;
+        }
+        self.actions.push(action);
+        true
+    }
+
+    pub fn delete(&mut self, resource: Resource, obj: &Value) -> bool {
+        let ns = util::namespace(obj);
+        self.write(Action::Delete {
+            resource,
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: util::name(obj).to_string(),
+        })
+    }
+
+    pub fn event(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    pub fn requeue(&mut self, after: Duration) {
+        let after = after.max(Duration::from_millis(1));
+        self.requeue = Some(self.requeue.map_or(after, |r| r.min(after)));
+    }
+
+    /// Requeue for the moment `at`, if it is in the future.
+    pub fn requeue_at(&mut self, now: OffsetDateTime, at: OffsetDateTime) {
+        let d = at - now;
+        if d.is_positive() {
+            self.requeue(Duration::from_secs_f64(d.as_seconds_f64()));
+        }
+    }
 }
