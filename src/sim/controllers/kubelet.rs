@@ -154,29 +154,47 @@ fn sync_pod(
 ) {
     let now = pass.now;
     let node_name = util::name(node);
-    let started = start_time(pass, pod);
-    let ts = util::timestamp(now);
-    let start_ts = util::timestamp(started);
     let broken = broken_image(pass, pod);
-    let delay_over = started + pass.behaviour.pod_ready_delay <= now;
-    if broken.is_none() && !delay_over {
+    let has_started = pod
+        .get("status")
+        .and_then(|s| s.get("startTime"))
+        .is_some_and(Value::is_string);
+    // Parsing timestamps is the costly part of a pass over thousands of settled pods.
+    let (started, delay_over) = if pass.behaviour.pod_ready_delay.is_zero() && has_started {
+        (None, true)
+    } else {
+        let started = start_time(pass, pod);
+        (
+            Some(started),
+            started + pass.behaviour.pod_ready_delay <= now,
+        )
+    };
+    if broken.is_none()
+        && !delay_over
+        && let Some(started) = started
+    {
         out.requeue_at(now, started + pass.behaviour.pod_ready_delay);
     }
-    let key = format!("{}/{}", util::namespace(pod), util::name(pod));
     let leader_ok = match leaders {
-        Some(l) if util::label(pod, IPAM_LABEL.0) == Some(IPAM_LABEL.1) => l.contains(&key),
+        Some(l) if util::label(pod, IPAM_LABEL.0) == Some(IPAM_LABEL.1) => {
+            l.contains(&format!("{}/{}", util::namespace(pod), util::name(pod)))
+        }
         _ => true,
     };
     // Fast path for the common case: a running pod whose readiness is already right.
     if broken.is_none()
         && util::pod_phase(pod) == "Running"
         && util::pod_is_ready(pod) == (delay_over && leader_ok)
-        && pod.pointer("/status/startTime").is_some()
-        && statuses_match(pod, "containers", "/status/containerStatuses")
-        && statuses_match(pod, "initContainers", "/status/initContainerStatuses")
+        && has_started
+        && statuses_match(pod, "containers", "containerStatuses")
+        && statuses_match(pod, "initContainers", "initContainerStatuses")
     {
         return;
     }
+    let key = format!("{}/{}", util::namespace(pod), util::name(pod));
+    let started = started.unwrap_or_else(|| start_time(pass, pod));
+    let ts = util::timestamp(now);
+    let start_ts = util::timestamp(started);
 
     let mut events: Vec<(&str, &str, String)> = Vec::new();
     // Init containers run one after another; a broken one stops the rest.
@@ -370,10 +388,16 @@ fn sync_pod(
 }
 
 /// Whether every container of `list` has a status with its current image.
-fn statuses_match(pod: &Value, list: &str, status_ptr: &str) -> bool {
-    let specs = containers(pod, list);
+fn statuses_match(pod: &Value, list: &str, status_key: &str) -> bool {
+    let specs = pod
+        .get("spec")
+        .and_then(|s| s.get(list))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let statuses = pod
-        .pointer(status_ptr)
+        .get("status")
+        .and_then(|s| s.get(status_key))
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);

@@ -79,7 +79,7 @@ impl<'a> Pass<'a> {
             if let Some(owner) = util::controller_uid(pod) {
                 pods_by_owner.entry(owner).or_default().push(pod);
             }
-            if let Some(node) = util::str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+            if let Some(node) = util::pod_node_name(pod) {
                 pods_by_node.entry(node).or_default().push(pod);
             }
         }
@@ -123,51 +123,75 @@ fn cached_regex(pattern: &str) -> Option<Regex> {
 }
 
 /// The writes of one pass, with at most one write per object.
-pub(crate) struct Out {
+pub(crate) struct Out<'s> {
     pub actions: Vec<Action>,
     pub requeue: Option<Duration>,
-    touched: HashSet<(Resource, String)>,
-    /// `namespace/name` of every pod that exists or is being created this pass.
-    pub taken_pod_names: HashSet<String>,
+    /// Hashes of (resource, namespace, name) written this pass; a hash collision only
+    /// delays a write by one pass.
+    touched: HashSet<u64>,
+    /// `namespace/name` of every pod that exists or is being created this pass, built on
+    /// first use.
+    taken_pod_names: Option<HashSet<String>>,
+    pods: &'s [super::model::Object],
 }
 
-impl Out {
-    fn new(snapshot: &Snapshot) -> Self {
+impl<'s> Out<'s> {
+    fn new(snapshot: &'s Snapshot) -> Self {
         Self {
             actions: Vec::new(),
             requeue: None,
             touched: HashSet::new(),
-            taken_pod_names: snapshot
-                .pods
-                .iter()
-                .map(|p| format!("{}/{}", util::namespace(p), util::name(p)))
-                .collect(),
+            taken_pod_names: None,
+            pods: &snapshot.pods,
         }
     }
 
-    fn key(obj: &Value) -> String {
-        format!("{}/{}", util::namespace(obj), util::name(obj))
+    /// Fresh pod names for `owner`, unused by any pod.
+    pub fn pod_names(&mut self, owner: &Value, count: usize) -> Vec<String> {
+        if count == 0 {
+            return Vec::new();
+        }
+        let pods = self.pods;
+        let taken = self.taken_pod_names.get_or_insert_with(|| {
+            pods.iter()
+                .map(|p| format!("{}/{}", util::namespace(p), util::name(p)))
+                .collect()
+        });
+        util::pod_names(owner, count, taken)
+    }
+
+    fn key(resource: Resource, namespace: &str, name: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        resource.hash(&mut h);
+        namespace.hash(&mut h);
+        name.hash(&mut h);
+        h.finish()
+    }
+
+    fn key_of(resource: Resource, obj: &Value) -> u64 {
+        Self::key(resource, util::namespace(obj), util::name(obj))
     }
 
     pub fn touched(&self, resource: Resource, obj: &Value) -> bool {
-        self.touched.contains(&(resource, Self::key(obj)))
+        !self.touched.is_empty() && self.touched.contains(&Self::key_of(resource, obj))
     }
 
     /// Records a write to an existing object unless one is already queued this pass.
     pub fn write(&mut self, action: Action) -> bool {
         let key = match &action {
-            Action::Update { resource, object } | Action::UpdateStatus { resource, object } => {
-                Some((*resource, Self::key(object)))
-            }
+            Action::Update { resource, object }
+            | Action::UpdateStatus { resource, object }
+            | Action::Create { resource, object } => Some(Self::key_of(*resource, object)),
             Action::Delete {
                 resource,
                 namespace,
                 name,
-            } => Some((
+            } => Some(Self::key(
                 *resource,
-                format!("{}/{}", namespace.as_deref().unwrap_or(""), name),
+                namespace.as_deref().unwrap_or(""),
+                name,
             )),
-            Action::Create { resource, object } => Some((*resource, Self::key(object))),
             Action::Event(_) => None,
         };
         if let Some(key) = key

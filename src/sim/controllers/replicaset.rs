@@ -34,7 +34,7 @@ fn sync(pass: &Pass, rs: &Value, out: &mut Out) {
     let now = pass.now;
     if active.len() < replicas {
         let missing = (replicas - active.len()).min(BURST);
-        let names = util::pod_names(rs, missing, &mut out.taken_pod_names);
+        let names = out.pod_names(rs, missing);
         for pod_name in names {
             if out.write(Action::Create {
                 resource: Resource::Pods,

@@ -316,7 +316,8 @@ pub(crate) fn untolerated_taint<'a>(
     node: &'a Value,
     effects: &[&str],
 ) -> Option<&'a Value> {
-    node.pointer("/spec/taints")
+    node.get("spec")?
+        .get("taints")
         .and_then(Value::as_array)?
         .iter()
         .filter(|t| effects.contains(&str_at(t, "/effect").unwrap_or("")))
@@ -326,6 +327,9 @@ pub(crate) fn untolerated_taint<'a>(
 /// nodeSelector and required node affinity (`matchExpressions` on labels, `matchFields`
 /// on `metadata.name`).
 pub(crate) fn node_matches(spec: &Value, node: &Value) -> bool {
+    if spec.get("nodeSelector").is_none() && spec.get("affinity").is_none() {
+        return true;
+    }
     let labels = util::labels(node);
     let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
     if let Some(sel) = spec.get("nodeSelector").and_then(Value::as_object) {

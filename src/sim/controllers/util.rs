@@ -33,16 +33,20 @@ pub fn bool_at(v: &Value, ptr: &str) -> bool {
     v.pointer(ptr).and_then(Value::as_bool).unwrap_or(false)
 }
 
+fn meta_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get("metadata")?.get(key)?.as_str()
+}
+
 pub fn name(v: &Value) -> &str {
-    str_at(v, "/metadata/name").unwrap_or("")
+    meta_str(v, "name").unwrap_or("")
 }
 
 pub fn namespace(v: &Value) -> &str {
-    str_at(v, "/metadata/namespace").unwrap_or("")
+    meta_str(v, "namespace").unwrap_or("")
 }
 
 pub fn uid(v: &Value) -> &str {
-    str_at(v, "/metadata/uid").unwrap_or("")
+    meta_str(v, "uid").unwrap_or("")
 }
 
 pub fn generation(v: &Value) -> i64 {
@@ -50,7 +54,7 @@ pub fn generation(v: &Value) -> i64 {
 }
 
 pub fn labels(v: &Value) -> Option<&Map<String, Value>> {
-    v.pointer("/metadata/labels").and_then(Value::as_object)
+    v.get("metadata")?.get("labels")?.as_object()
 }
 
 pub fn label<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -64,13 +68,15 @@ pub fn annotation<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 pub fn is_deleting(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp")
+    v.get("metadata")
+        .and_then(|m| m.get("deletionTimestamp"))
         .is_some_and(|t| !t.is_null())
 }
 
 /// The uid of the object's controller (the ownerReference with `controller: true`).
 pub fn controller_uid(v: &Value) -> Option<&str> {
-    v.pointer("/metadata/ownerReferences")
+    v.get("metadata")?
+        .get("ownerReferences")
         .and_then(Value::as_array)?
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
@@ -180,14 +186,18 @@ pub fn time_at(v: &Value, ptr: &str) -> Option<OffsetDateTime> {
 
 /// The condition of `type_` in `status.conditions`.
 pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj.pointer("/status/conditions")
+    obj.get("status")?
+        .get("conditions")
         .and_then(Value::as_array)?
         .iter()
         .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
 }
 
 pub fn pod_phase(pod: &Value) -> &str {
-    str_at(pod, "/status/phase").unwrap_or("Pending")
+    pod.get("status")
+        .and_then(|s| s.get("phase"))
+        .and_then(Value::as_str)
+        .unwrap_or("Pending")
 }
 
 pub fn pod_is_terminal(pod: &Value) -> bool {
@@ -232,8 +242,15 @@ pub fn available_at(pod: &Value, min_ready_seconds: i64) -> Option<OffsetDateTim
 }
 
 /// The node a pod is bound to, or the one a DaemonSet pod's node affinity names.
+pub fn pod_node_name(pod: &Value) -> Option<&str> {
+    pod.get("spec")?
+        .get("nodeName")?
+        .as_str()
+        .filter(|n| !n.is_empty())
+}
+
 pub fn pod_target_node(pod: &Value) -> Option<&str> {
-    if let Some(n) = str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) {
+    if let Some(n) = pod_node_name(pod) {
         return Some(n);
     }
     let terms = pod
