@@ -1156,6 +1156,23 @@ mod tests {
     }
 
     #[test]
+    fn a_settled_deployment_is_left_alone_after_a_metadata_change() {
+        let mut store = FakeStore::with_nodes(0, 3);
+        store.put(Resource::Deployments, web(rolling(json!(1), json!(0))));
+        store.settle(&Behaviour::default(), 100);
+        store.patch(Resource::Deployments, "default", "web", |d| {
+            d["metadata"]["annotations"]["a"] = json!("1")
+        });
+        let rv = dep(&store, "default", "web")["metadata"]["resourceVersion"].clone();
+        store.settle(&Behaviour::default(), 100);
+        let d = dep(&store, "default", "web");
+        assert_eq!(d["metadata"]["resourceVersion"], rv, "{d:#}");
+        // The annotation reaches the current ReplicaSet, as upstream copies it.
+        let rs = &store.list(Resource::ReplicaSets)[0];
+        assert_eq!(util::annotation(rs, "a"), Some("1"));
+    }
+
+    #[test]
     fn percentages_round_surge_up_and_unavailable_down() {
         let d = web(rolling(json!("25%"), json!("25%")));
         assert_eq!(fenceposts(&d, 3), (1, 0));
