@@ -11,7 +11,7 @@ use super::util::{
     self, CONTROLLER_REVISION_HASH_LABEL, POD_TEMPLATE_GENERATION_LABEL, canonical_json,
     daemonset_patch, str_at,
 };
-use super::{Out, Pass};
+use super::{Out, Pass, PodInfo};
 use crate::sim::model::{Action, Resource, Snapshot};
 
 const COMPONENT: &str = "daemonset-controller";
@@ -138,18 +138,24 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
     let now = pass.now;
 
     // Daemon pods by the node they are for; finished pods that are being deleted are gone.
-    let mut by_node: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for pod in pass.owned_pods(ds_uid) {
-        if util::pod_is_terminal(pod) && util::is_deleting(pod) {
+    let mut by_node: HashMap<&str, Vec<Daemon>> = HashMap::new();
+    for info in pass.owned_infos(ds_uid) {
+        if info.terminal() && info.deleting {
             continue;
         }
-        by_node
-            .entry(util::pod_target_node(pod).unwrap_or(""))
-            .or_default()
-            .push(pod);
+        let node = info
+            .node
+            .or_else(|| util::pod_target_node(info.obj))
+            .unwrap_or("");
+        by_node.entry(node).or_default().push(Daemon {
+            info,
+            updated: is_updated(info.obj),
+        });
     }
     for pods in by_node.values_mut() {
-        pods.sort_by(|a, b| by_creation_and_phase(a, b));
+        if pods.len() > 1 {
+            pods.sort_by(|a, b| by_creation_and_phase(a.info, b.info));
+        }
     }
 
     let strategy = str_at(ds, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
@@ -196,50 +202,51 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
         if *run && pods.is_empty() {
             create_on.push(node_name);
         } else if *keep && !pods.is_empty() {
-            let mut running: Vec<&Value> = Vec::new();
+            let mut running: Vec<&Daemon> = Vec::new();
             for p in pods {
-                if util::is_deleting(p) {
+                if p.info.deleting {
                     continue;
                 }
-                if util::pod_phase(p) == "Failed" {
-                    delete.push(p);
+                if p.info.phase == "Failed" {
+                    delete.push(p.info.obj);
                 } else {
                     running.push(p);
                 }
             }
             if running.len() > 1 {
                 if !surge {
-                    delete.extend(running.iter().skip(1));
+                    delete.extend(running.iter().skip(1).map(|p| p.info.obj));
                 } else {
-                    let new = running.iter().find(|p| is_updated(p));
-                    let old = running.iter().find(|p| !is_updated(p));
+                    let new = running.iter().find(|p| p.updated);
+                    let old = running.iter().find(|p| !p.updated);
                     let mut keep_set: Vec<&Value> = Vec::new();
                     match new {
                         Some(n) => {
-                            keep_set.push(n);
+                            keep_set.push(n.info.obj);
                             if let Some(o) = old
-                                && !util::pod_is_ready(n)
-                                && util::pod_is_ready(o)
+                                && !n.info.ready
+                                && o.info.ready
                             {
-                                keep_set.push(o);
+                                keep_set.push(o.info.obj);
                             }
                         }
-                        None => keep_set.push(running[0]),
+                        None => keep_set.push(running[0].info.obj),
                     }
                     delete.extend(
                         running
                             .iter()
-                            .filter(|p| !keep_set.iter().any(|k| std::ptr::eq(*k, **p))),
+                            .map(|p| p.info.obj)
+                            .filter(|p| !keep_set.iter().any(|k| std::ptr::eq(*k, *p))),
                     );
                 }
             }
         } else if !*keep {
-            delete.extend(pods.iter().filter(|p| !util::is_deleting(p)));
+            delete.extend(live(pods));
         }
     }
     for (node_name, pods) in &by_node {
         if !known.contains(node_name) {
-            delete.extend(pods.iter().filter(|p| !util::is_deleting(p)));
+            delete.extend(live(pods));
         }
     }
 
@@ -247,7 +254,6 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
         let (del, create) = rolling_update_plan(
             &eligibility,
             &by_node,
-            &is_updated,
             max_surge,
             max_unavailable,
             min_ready,
@@ -312,15 +318,15 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
         if *run {
             let Some(pod) = pods.first() else { continue };
             current_n += 1;
-            if util::pod_is_ready(pod) {
+            if pod.info.ready {
                 ready += 1;
-                if util::pod_is_available(pod, min_ready, now) {
+                if min_ready <= 0 || util::pod_is_available(pod.info.obj, min_ready, now) {
                     available += 1;
-                } else if let Some(at) = util::available_at(pod, min_ready) {
+                } else if let Some(at) = util::available_at(pod.info.obj, min_ready) {
                     out.requeue_at(now, at);
                 }
             }
-            if is_updated(pod) {
+            if pod.updated {
                 updated += 1;
             }
         } else if !pods.is_empty() {
@@ -360,29 +366,48 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
     }
 }
 
+type NewAndOld<'b, 'a> = (Option<&'b Daemon<'a>>, Option<&'b Daemon<'a>>);
+
+/// `findUpdatedPodsOnNode`: at most one new and one old live pod, else "not ok".
+fn split<'b, 'a>(pods: &'b [Daemon<'a>]) -> Option<NewAndOld<'b, 'a>> {
+    let (mut new, mut old) = (None, None);
+    for p in pods.iter().filter(|p| !p.info.deleting) {
+        let slot = if p.updated { &mut new } else { &mut old };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(p);
+    }
+    Some((new, old))
+}
+
+/// The daemon pods not already being deleted.
+fn live<'a>(pods: &[Daemon<'a>]) -> Vec<&'a Value> {
+    pods.iter()
+        .filter(|p| !p.info.deleting)
+        .map(|p| p.info.obj)
+        .collect()
+}
+
+/// A daemon pod and whether it runs the current template.
+struct Daemon<'a> {
+    info: &'a PodInfo<'a>,
+    updated: bool,
+}
+
 /// The nodes to create a new pod on and the old pods to delete, as `rollingUpdate` decides.
 fn rolling_update_plan<'a>(
     eligibility: &[(&'a Value, bool, bool)],
-    by_node: &HashMap<&str, Vec<&'a Value>>,
-    is_updated: &dyn Fn(&Value) -> bool,
+    by_node: &HashMap<&str, Vec<Daemon<'a>>>,
     max_surge: i64,
     max_unavailable: i64,
     min_ready: i64,
     now: time::OffsetDateTime,
 ) -> (Vec<&'a Value>, Vec<&'a str>) {
-    let available = |p: &Value| util::pod_is_available(p, min_ready, now);
-    // `findUpdatedPodsOnNode`: at most one new and one old live pod, else "not ok".
-    let split = |pods: &[&'a Value]| -> Option<(Option<&'a Value>, Option<&'a Value>)> {
-        let (mut new, mut old) = (None, None);
-        for p in pods.iter().filter(|p| !util::is_deleting(p)) {
-            let slot = if is_updated(p) { &mut new } else { &mut old };
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(*p);
-        }
-        Some((new, old))
+    let available = |p: &Daemon| {
+        p.info.ready && (min_ready <= 0 || util::pod_is_available(p.info.obj, min_ready, now))
     };
+    // `findUpdatedPodsOnNode`: at most one new and one old live pod, else "not ok".
     let nodes_with_pods = eligibility
         .iter()
         .map(|(n, _, _)| util::name(n))
@@ -405,9 +430,9 @@ fn rolling_update_plan<'a>(
                 }
                 (None, Some(o)) => {
                     if !available(o) {
-                        allowed.push(o);
+                        allowed.push(o.info.obj);
                     } else if unavailable < max_unavailable {
-                        candidates.push(o);
+                        candidates.push(o.info.obj);
                     }
                 }
             }
@@ -438,7 +463,7 @@ fn rolling_update_plan<'a>(
                 if !available(n) {
                     surged += 1;
                 } else {
-                    delete.push(o);
+                    delete.push(o.info.obj);
                 }
             }
         }
@@ -482,16 +507,13 @@ fn ds_template_generation(ds: &Value) -> String {
 }
 
 /// `podByCreationTimestampAndPhase`: bound and running pods first, then the oldest.
-fn by_creation_and_phase(a: &Value, b: &Value) -> std::cmp::Ordering {
-    let bound = |p: &Value| str_at(p, "/spec/nodeName").is_some_and(|n| !n.is_empty());
-    let running = |p: &Value| util::pod_phase(p) == "Running";
-    bound(b)
-        .cmp(&bound(a))
-        .then_with(|| running(b).cmp(&running(a)))
-        .then_with(|| {
-            str_at(a, "/metadata/creationTimestamp").cmp(&str_at(b, "/metadata/creationTimestamp"))
-        })
-        .then_with(|| util::name(a).cmp(util::name(b)))
+fn by_creation_and_phase(a: &PodInfo, b: &PodInfo) -> std::cmp::Ordering {
+    b.node
+        .is_some()
+        .cmp(&a.node.is_some())
+        .then_with(|| (b.phase == "Running").cmp(&(a.phase == "Running")))
+        .then_with(|| a.created.cmp(b.created))
+        .then_with(|| a.name.cmp(b.name))
 }
 
 /// `nodeShouldRunDaemonPod`: (should run a new pod, may keep a running one).

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::util::{self, str_at};
-use super::{Out, Pass};
+use super::{Out, Pass, PodInfo};
 use crate::sim::model::{Action, Resource, Snapshot};
 
 const COMPONENT: &str = "kubelet";
@@ -24,10 +24,10 @@ pub(crate) fn reconcile(pass: &Pass, snapshot: &Snapshot, out: &mut Out) {
     } else {
         None
     };
-    for pod in &snapshot.pods {
-        let pod = pod.as_ref();
-        let Some(node_name) = str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) else {
-            if util::is_deleting(pod) {
+    for info in &pass.pods {
+        let pod = info.obj;
+        let Some(node_name) = info.node else {
+            if info.deleting {
                 out.delete(Resource::Pods, pod);
             }
             continue;
@@ -38,7 +38,7 @@ pub(crate) fn reconcile(pass: &Pass, snapshot: &Snapshot, out: &mut Out) {
         if out.touched(Resource::Pods, pod) {
             continue;
         }
-        if util::is_deleting(pod) {
+        if info.deleting {
             if out.delete(Resource::Pods, pod) {
                 for c in running_containers(pod) {
                     out.event(util::event(
@@ -55,10 +55,10 @@ pub(crate) fn reconcile(pass: &Pass, snapshot: &Snapshot, out: &mut Out) {
             }
             continue;
         }
-        if util::pod_is_terminal(pod) {
+        if info.terminal() {
             continue;
         }
-        sync_pod(pass, pod, node, leaders.as_ref(), out);
+        sync_pod(pass, info, node, leaders.as_ref(), out);
     }
 }
 
@@ -147,11 +147,12 @@ fn previous_state<'a>(pod: &'a Value, list: &str, name: &str) -> Option<&'a Valu
 
 fn sync_pod(
     pass: &Pass,
-    pod: &Value,
+    info: &PodInfo,
     node: &Value,
     leaders: Option<&HashSet<String>>,
     out: &mut Out,
 ) {
+    let pod = info.obj;
     let now = pass.now;
     let node_name = util::name(node);
     let broken = broken_image(pass, pod);
@@ -183,8 +184,8 @@ fn sync_pod(
     };
     // Fast path for the common case: a running pod whose readiness is already right.
     if broken.is_none()
-        && util::pod_phase(pod) == "Running"
-        && util::pod_is_ready(pod) == (delay_over && leader_ok)
+        && info.phase == "Running"
+        && info.ready == (delay_over && leader_ok)
         && has_started
         && statuses_match(pod, "containers", "containerStatuses")
         && statuses_match(pod, "initContainers", "initContainerStatuses")

@@ -65,6 +65,43 @@ pub(crate) struct Pass<'a> {
     pub pods_by_owner: HashMap<&'a str, Vec<&'a Value>>,
     /// Pods bound to a node (`spec.nodeName`), by node.
     pub pods_by_node: HashMap<&'a str, Vec<&'a Value>>,
+    /// Every pod's hot fields, read once per pass (walking big JSON trees again and again
+    /// is what a pass over thousands of pods spends its time on).
+    pub pods: Vec<PodInfo<'a>>,
+    infos_by_owner: HashMap<&'a str, Vec<usize>>,
+}
+
+/// The fields of a pod the controllers look at on every pass.
+pub(crate) struct PodInfo<'a> {
+    pub obj: &'a Value,
+    pub name: &'a str,
+    pub node: Option<&'a str>,
+    pub phase: &'a str,
+    pub ready: bool,
+    pub deleting: bool,
+    pub created: &'a str,
+}
+
+impl<'a> PodInfo<'a> {
+    fn new(obj: &'a Value) -> Self {
+        let meta = obj.get("metadata");
+        Self {
+            obj,
+            name: util::name(obj),
+            node: util::pod_node_name(obj),
+            phase: util::pod_phase(obj),
+            ready: util::pod_is_ready(obj),
+            deleting: util::is_deleting(obj),
+            created: meta
+                .and_then(|m| m.get("creationTimestamp"))
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        }
+    }
+
+    pub fn terminal(&self) -> bool {
+        matches!(self.phase, "Succeeded" | "Failed")
+    }
 }
 
 impl<'a> Pass<'a> {
@@ -74,14 +111,18 @@ impl<'a> Pass<'a> {
         let node_by_name = nodes.iter().map(|n| (util::name(n), *n)).collect();
         let mut pods_by_owner: HashMap<&str, Vec<&Value>> = HashMap::new();
         let mut pods_by_node: HashMap<&str, Vec<&Value>> = HashMap::new();
-        for pod in &snapshot.pods {
-            let pod = pod.as_ref();
-            if let Some(owner) = util::controller_uid(pod) {
-                pods_by_owner.entry(owner).or_default().push(pod);
+        let mut infos_by_owner: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut pods = Vec::with_capacity(snapshot.pods.len());
+        for (i, pod) in snapshot.pods.iter().enumerate() {
+            let info = PodInfo::new(pod.as_ref());
+            if let Some(owner) = util::controller_uid(info.obj) {
+                pods_by_owner.entry(owner).or_default().push(info.obj);
+                infos_by_owner.entry(owner).or_default().push(i);
             }
-            if let Some(node) = util::pod_node_name(pod) {
-                pods_by_node.entry(node).or_default().push(pod);
+            if let Some(node) = info.node {
+                pods_by_node.entry(node).or_default().push(info.obj);
             }
+            pods.push(info);
         }
         Self {
             now: snapshot.now.unwrap_or_else(OffsetDateTime::now_utc),
@@ -91,7 +132,17 @@ impl<'a> Pass<'a> {
             node_by_name,
             pods_by_owner,
             pods_by_node,
+            pods,
+            infos_by_owner,
         }
+    }
+
+    pub fn owned_infos(&self, owner_uid: &str) -> impl Iterator<Item = &PodInfo<'a>> {
+        self.infos_by_owner
+            .get(owner_uid)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.pods[*i])
     }
 
     pub fn owned_pods(&self, owner_uid: &str) -> &[&'a Value] {

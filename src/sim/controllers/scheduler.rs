@@ -29,17 +29,13 @@ enum Unfit {
     Ports,
 }
 
-pub(crate) fn reconcile(pass: &Pass, snapshot: &Snapshot, out: &mut Out) {
-    let mut pending: Vec<&Value> = snapshot
+pub(crate) fn reconcile(pass: &Pass, _snapshot: &Snapshot, out: &mut Out) {
+    let mut pending: Vec<&Value> = pass
         .pods
         .iter()
-        .map(|p| p.as_ref())
-        .filter(|p| {
-            str_at(p, "/spec/nodeName").is_none_or(str::is_empty)
-                && !util::is_deleting(p)
-                && !util::pod_is_terminal(p)
-                && str_at(p, "/spec/schedulerName").is_none_or(|s| s == COMPONENT)
-        })
+        .filter(|p| p.node.is_none() && !p.deleting && !p.terminal())
+        .map(|p| p.obj)
+        .filter(|p| str_at(p, "/spec/schedulerName").is_none_or(|s| s == COMPONENT))
         .collect();
     if pending.is_empty() {
         return;
