@@ -12,14 +12,48 @@ use clap::{Parser, Subcommand};
     about = "Guards and upgrades the CCE v1 container network"
 )]
 pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, env = "CCE_GUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info`, `debug`, `cce_cni_guard=debug`.
+    #[arg(long, global = true, env = "CCE_GUARD_LOG", default_value = "info")]
+    pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sets up structured logging on stderr; stdout stays for command output.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the validating admission webhook over HTTPS.
     Serve(crate::webhook::ServeArgs),
+    /// Judge one AdmissionReview offline; prints the response exactly as `serve` answers.
+    /// Exit 0 allowed, 1 denied, 2 invalid input.
+    Review(crate::offline::ReviewArgs),
+    /// Judge a change between two manifests offline. Exit 0 allowed, 1 denied, 2 invalid input.
+    Check(crate::offline::CheckArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(crate::certs::CertsArgs),
     /// Run the simulated CCE v1 cluster until stopped.
@@ -29,6 +63,12 @@ pub enum Command {
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match &cli.command {
+        Command::Review(args) => return offline_exit(crate::offline::review(args)),
+        Command::Check(args) => return offline_exit(crate::offline::check(args)),
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +84,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => crate::webhook::run(args).await,
             Command::Certs(args) => crate::certs::run(args),
             Command::Sim(args) => crate::sim::run(args).await,
+            Command::Review(_) | Command::Check(_) => Ok(()),
         }
     });
     match result {
@@ -53,4 +94,11 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn offline_exit(result: Result<ExitCode, crate::offline::OfflineError>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(crate::offline::EXIT_INVALID)
+    })
 }

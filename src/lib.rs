@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod cli;
 pub mod manifest;
+pub mod offline;
 pub mod policy;
 pub mod review;
 pub mod sim;
