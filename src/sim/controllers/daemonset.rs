@@ -160,12 +160,12 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
 
     let strategy = str_at(ds, "/spec/updateStrategy/type").unwrap_or("RollingUpdate");
     let rolling = strategy == "RollingUpdate";
-    let eligibility: Vec<(&Value, bool, bool)> = pass
+    let eligibility: Vec<(&str, bool, bool)> = pass
         .nodes
         .iter()
         .map(|n| {
             let (run, keep) = should_run(&pod_spec, n);
-            (*n, run, keep)
+            (util::name(n), run, keep)
         })
         .collect();
     let desired = eligibility.iter().filter(|(_, run, _)| *run).count() as i64;
@@ -195,13 +195,11 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
     // manage: create missing pods, delete pods that must not be there.
     let mut create_on: Vec<&str> = Vec::new();
     let mut delete: Vec<&Value> = Vec::new();
-    let known: HashSet<&str> = pass.nodes.iter().map(|n| util::name(n)).collect();
-    for (node, run, keep) in &eligibility {
-        let node_name = util::name(node);
+    for &(node_name, run, keep) in &eligibility {
         let pods = by_node.get(node_name).map(Vec::as_slice).unwrap_or(&[]);
-        if *run && pods.is_empty() {
+        if run && pods.is_empty() {
             create_on.push(node_name);
-        } else if *keep && !pods.is_empty() {
+        } else if keep && !pods.is_empty() {
             let mut running: Vec<&Daemon> = Vec::new();
             for p in pods {
                 if p.info.deleting {
@@ -240,12 +238,12 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
                     );
                 }
             }
-        } else if !*keep {
+        } else if !keep {
             delete.extend(live(pods));
         }
     }
     for (node_name, pods) in &by_node {
-        if !known.contains(node_name) {
+        if !pass.node_by_name.contains_key(node_name) {
             delete.extend(live(pods));
         }
     }
@@ -310,12 +308,9 @@ fn sync(pass: &Pass, snapshot: &Snapshot, ds: &Value, out: &mut Out) {
 
     // Status, from what the pods look like now.
     let (mut current_n, mut misscheduled, mut ready, mut available, mut updated) = (0, 0, 0, 0, 0);
-    for (node, run, _) in &eligibility {
-        let pods = by_node
-            .get(util::name(node))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        if *run {
+    for &(node_name, run, _) in &eligibility {
+        let pods = by_node.get(node_name).map(Vec::as_slice).unwrap_or(&[]);
+        if run {
             let Some(pod) = pods.first() else { continue };
             current_n += 1;
             if pod.info.ready {
@@ -397,7 +392,7 @@ struct Daemon<'a> {
 
 /// The nodes to create a new pod on and the old pods to delete, as `rollingUpdate` decides.
 fn rolling_update_plan<'a>(
-    eligibility: &[(&'a Value, bool, bool)],
+    eligibility: &[(&'a str, bool, bool)],
     by_node: &HashMap<&str, Vec<Daemon<'a>>>,
     max_surge: i64,
     max_unavailable: i64,
@@ -410,7 +405,7 @@ fn rolling_update_plan<'a>(
     // `findUpdatedPodsOnNode`: at most one new and one old live pod, else "not ok".
     let nodes_with_pods = eligibility
         .iter()
-        .map(|(n, _, _)| util::name(n))
+        .map(|(n, _, _)| *n)
         .filter(|n| by_node.contains_key(n));
     if max_surge == 0 {
         let mut unavailable = 0;

@@ -187,8 +187,8 @@ fn sync_pod(
         && info.phase == "Running"
         && info.ready == (delay_over && leader_ok)
         && has_started
+        // Init containers already ran; only a container's image change restarts it.
         && statuses_match(pod, "containers", "containerStatuses")
-        && statuses_match(pod, "initContainers", "initContainerStatuses")
     {
         return;
     }

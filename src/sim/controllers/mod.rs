@@ -107,7 +107,7 @@ impl<'a> PodInfo<'a> {
 impl<'a> Pass<'a> {
     fn new(snapshot: &'a Snapshot, behaviour: &'a Behaviour) -> Self {
         let mut nodes: Vec<&Value> = snapshot.nodes.iter().map(|n| n.as_ref()).collect();
-        nodes.sort_by(|a, b| util::name(a).cmp(util::name(b)));
+        nodes.sort_by_cached_key(|n| util::name(n));
         let node_by_name = nodes.iter().map(|n| (util::name(n), *n)).collect();
         let mut pods_by_owner: HashMap<&str, Vec<&Value>> = HashMap::new();
         let mut pods_by_node: HashMap<&str, Vec<&Value>> = HashMap::new();
