@@ -6,6 +6,7 @@
 //! tests and the demo; `cli` wires commands to all of them.
 
 pub mod certs;
+pub mod certs_cluster;
 pub mod cli;
 pub mod manifest;
 pub mod offline;
