@@ -5,6 +5,7 @@
 //! The API server (store, HTTP, discovery, watch) performs all I/O; the controllers in
 //! `controllers` are pure functions from a [`model::Snapshot`] to [`model::Action`]s.
 
+pub mod admission;
 pub mod cluster;
 pub mod controllers;
 pub mod model;
