@@ -45,8 +45,6 @@ enum Update<W> {
 fn config(selector: watcher::Config) -> watcher::Config {
     watcher::Config {
         page_size: Some(LIST_PAGE_SIZE),
-        // Short watches: a silently dropped connection is noticed within a minute.
-        timeout: Some(55),
         ..selector
     }
 }
