@@ -577,12 +577,11 @@ impl RunReport {
             "log": log,
         });
         let mut text = format!(
-            "{} {}: {} in {} (exit {exit_code})\n",
+            "{}: {} in {} (exit {exit_code}, {writes} writes)\n",
             match record.operation {
-                Operation::Upgrade => "upgrade to",
-                Operation::Rollback => "rollback",
+                Operation::Upgrade => format!("upgrade to {}", record.target),
+                Operation::Rollback => "rollback".to_owned(),
             },
-            record.target,
             outcome,
             human(elapsed)
         );
@@ -596,14 +595,22 @@ impl RunReport {
             "REVISION".into(),
             "NOW".into(),
         ]];
-        for (w, s, now) in [
-            (&targets.agent, &record.agent, agent_now),
-            (&targets.ipam, &record.ipam, ipam_now),
+        for (w, s, now, skipped) in [
+            (&targets.agent, &record.agent, agent_now, record.skip_agent),
+            (&targets.ipam, &record.ipam, ipam_now, record.skip_ipam),
         ] {
             rows.push(vec![
                 w.display_name(),
-                s.image().unwrap_or("-").to_owned(),
-                format!("{} ({})", s.revision, s.hash),
+                if skipped {
+                    "(not rolled back)".to_owned()
+                } else {
+                    s.image().unwrap_or("-").to_owned()
+                },
+                if skipped {
+                    "-".to_owned()
+                } else {
+                    format!("{} ({})", s.revision, s.hash)
+                },
                 now.unwrap_or_else(|| "-".into()),
             ]);
         }
