@@ -835,9 +835,14 @@ impl ProgressPrinter {
     }
 
     fn show(&mut self, line: &str, now: tokio::time::Instant) {
+        // A changed line at most once a second (a 1,000-node rollout changes on every pod),
+        // an unchanged one every `every`.
         let due = match &self.last {
             None => true,
-            Some((last, at)) => last != line || now.duration_since(*at) >= self.every,
+            Some((last, at)) => {
+                let since = now.duration_since(*at);
+                (last != line && since >= Duration::from_secs(1)) || since >= self.every
+            }
         };
         if due {
             eprintln!(

@@ -635,3 +635,108 @@ impl RunReport {
         self.text.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use serde_json::json;
+
+    fn spec(images: &[(&str, &str, bool)]) -> PodSpec {
+        let (init, main): (Vec<_>, Vec<_>) = images.iter().partition(|(_, _, init)| *init);
+        serde_json::from_value(json!({
+            "initContainers": init.iter().map(|(n, i, _)| json!({"name": n, "image": i})).collect::<Vec<_>>(),
+            "containers": main.iter().map(|(n, i, _)| json!({"name": n, "image": i})).collect::<Vec<_>>(),
+        }))
+        .unwrap()
+    }
+
+    fn rollout(desired: i32, ready: i32) -> StatusRollout {
+        StatusRollout {
+            desired,
+            current: desired,
+            ready,
+            updated: desired,
+            available: ready,
+            generation: 1,
+            observed_generation: 1,
+            in_progress: None,
+        }
+    }
+
+    const V3: &str = "registry.baidubce.com/cce-plugin-pro/cce-cni:v1.9.3";
+    const V4: &str = "registry.baidubce.com/cce-plugin-pro/cce-cni:v1.9.4";
+
+    fn status(agent: &PodSpec, ipam: &PodSpec, ipam_ready: i32, configmap: bool) -> Status {
+        let targets = Targets::from_config(&Config::default()).unwrap();
+        Status::new(
+            &targets,
+            &Config::default(),
+            configmap,
+            Some((Some(agent), rollout(5, 5))),
+            Some((Some(ipam), rollout(3, ipam_ready))),
+            StatusWebhook::NotVisible,
+            None,
+        )
+    }
+
+    #[test]
+    fn healthy_includes_a_leader_elected_ipam() {
+        let agent = spec(&[
+            ("install-cni-binary", V3, true),
+            ("cce-cni-node-agent", V3, false),
+        ]);
+        let ipam = spec(&[("cce-eni-ipam", V3, false)]);
+        let s = status(&agent, &ipam, 1, true);
+        assert!(s.healthy(), "{}", s.text());
+        assert!(s.text().contains("only the elected leader"));
+        assert_eq!(
+            s.json()["workloads"][0]["containers"][0]["version"],
+            "v1.9.3"
+        );
+        assert!(!status(&agent, &ipam, 0, true).healthy());
+    }
+
+    #[test]
+    fn unhealthy_says_why() {
+        let agent = spec(&[
+            ("install-cni-binary", V3, true),
+            ("cce-cni-node-agent", V4, false),
+        ]);
+        let ipam = spec(&[("cce-eni-ipam", V3, false)]);
+        let s = status(&agent, &ipam, 3, true);
+        assert!(!s.healthy());
+        assert!(s.text().contains("disagree"), "{}", s.text());
+        let agent = spec(&[
+            ("install-cni-binary", V4, true),
+            ("cce-cni-node-agent", V4, false),
+        ]);
+        let s = status(&agent, &ipam, 3, false);
+        let text = s.text();
+        assert!(
+            text.contains("half done") && text.contains("not a CCE v1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn history_rows_show_guarded_images_and_change_cause() {
+        let targets = Targets::from_config(&Config::default()).unwrap();
+        let revision = Revision {
+            name: "cce-eni-ipam-abc".into(),
+            number: 2,
+            hash: "abc".into(),
+            change_cause: Some("cce-cni-guard upgrade --to v1.9.4".into()),
+            created: None,
+            template: json!({"spec": {"containers": [{"name": "cce-eni-ipam", "image": V4}, {"name": "sidecar", "image": "x"}]}}),
+        };
+        let row = HistoryRow::new(&targets.ipam, &revision, true);
+        assert_eq!(row.images, vec![("cce-eni-ipam".to_owned(), V4.to_owned())]);
+        let text = history_text(std::slice::from_ref(&row));
+        assert!(
+            text.contains("2 (current)") && text.contains("--to v1.9.4"),
+            "{text}"
+        );
+        assert_eq!(history_json(&[row])["revisions"][0]["current"], true);
+    }
+}
