@@ -439,12 +439,8 @@ pub async fn upgrade(args: UpgradeArgs) -> u8 {
     let (Some(ds), Some(deploy)) = (observed.agent.as_ref(), observed.ipam.as_ref()) else {
         return refuse_msg(output, "a workload vanished".into(), "rerun");
     };
-    let tag = plan.to_version.clone();
     let change_cause = match (&args.to, &args.image) {
-        (Some(_), _) => format!(
-            "cce-cni-guard upgrade --to v{}",
-            tag.trim_start_matches('v')
-        ),
+        (Some(_), _) => format!("cce-cni-guard upgrade --to {}", plan.to_version),
         _ => format!("cce-cni-guard upgrade --image {}", plan.target),
     };
     if args.dry_run {

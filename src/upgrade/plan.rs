@@ -241,12 +241,12 @@ fn resolve_target(target: &Target, current: &ImageRef) -> Result<ImageRef, Refus
     match target {
         Target::Version(v) => {
             let v = v.trim();
-            let Some(version) = Version::parse_tag(v) else {
+            if Version::parse_tag(v).is_none() {
                 return Err(Refusal::new(
                     format!("--to {v:?} is not a version (MAJOR.MINOR.PATCH, e.g. v1.9.4)"),
                     "give a version such as --to v1.9.4, or a full reference with --image",
                 ));
-            };
+            }
             // Keep the cluster's tag style: `v1.9.4` when the current tag is `v1.9.3`.
             let current_v = current.tag().unwrap_or("").starts_with('v');
             let tag = match (current_v, v.starts_with('v')) {
@@ -254,7 +254,6 @@ fn resolve_target(target: &Target, current: &ImageRef) -> Result<ImageRef, Refus
                 (false, true) => v.trim_start_matches('v').to_owned(),
                 _ => v.to_owned(),
             };
-            let _ = version;
             Ok(current.with_tag(&tag))
         }
         Target::Image(r) => ImageRef::parse(r.trim()).map_err(|e| {
