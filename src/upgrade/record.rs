@@ -21,8 +21,9 @@ pub enum Operation {
     Rollback,
 }
 
+/// Serialised as the report prints it (`agent-wait`, `rolled-back`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Phase {
     AgentPatch,
     AgentWait,
@@ -552,6 +553,17 @@ mod tests {
     fn record_round_trips_and_bad_json_is_an_error() {
         let r = record(Phase::AgentWait);
         assert_eq!(Record::from_json(&r.to_json()).unwrap(), r);
+        for p in [
+            Phase::RollbackIpamScaleDown,
+            Phase::RolledBack,
+            Phase::IpamWait,
+        ] {
+            assert_eq!(
+                serde_json::to_value(p).unwrap(),
+                p.as_str(),
+                "the record spells phases as reports do"
+            );
+        }
         assert!(
             Record::from_json("{")
                 .unwrap_err()
