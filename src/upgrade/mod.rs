@@ -725,87 +725,105 @@ async fn rollback_plan(
         skip_agent: !want_agent,
         skip_ipam: !want_ipam,
     };
-    let ipam_now = deploy_spec(deploy).map(crate::policy::PodTemplateImages::from_pod_spec);
     let agent_now = ds_spec(ds).map(crate::policy::PodTemplateImages::from_pod_spec);
-    // Judge ipam against the agent as it is, and the agent against ipam as it will be.
-    let mut ipam_after = ipam_now.clone();
+    let mut ipam_after = deploy_spec(deploy).map(crate::policy::PodTemplateImages::from_pod_spec);
+    // ipam first (SOP order): judged against the agent as it is; the agent then against ipam
+    // as it will be.
     if want_ipam {
         let current = revisions::current(&d_revs, revisions::deployment_revision(deploy));
-        let target =
-            revisions::rollback_target(&d_revs, current, args.to_revision).map_err(|e| {
-                Refusal {
-                    reason: format!("{}: {e}", i.display_name()),
-                    way_forward: "see `cce-cni-guard history`".into(),
-                }
-            })?;
-        let value = serde_json::to_value(deploy).unwrap_or_default();
-        let slots = choice.ipam.slots.clone();
-        let patch = plan::template_patch(
-            &slots,
-            &target.template,
-            "cce-cni-guard rollback",
-            deploy.metadata.annotations.is_some(),
-        );
-        let (next, _) = plan::guard_check(i, &value, &patch, (a, agent_now.as_ref()), &ctx.config)
-            .map_err(|m| Refusal {
-                reason: format!("the guard would refuse moving {} to revision {}:\n{m}", i.display_name(), target.number),
-                way_forward: "pick another revision (`cce-cni-guard history`); minor versions change through the helm chart".into(),
-            })?;
-        let target_slots = target
-            .pod_template()
-            .and_then(|t| t.spec)
-            .map(|s| locate(i, Some(&s)))
-            .transpose()
-            .map_err(|e| Refusal {
-                reason: e,
-                way_forward: "pick another revision".into(),
-            })?
-            .unwrap_or_default();
-        ipam_after = crate::policy::PodTemplateImages::from_workload(&next).ok();
-        choice.skip_ipam = record_same(&choice.ipam.slots, &target_slots);
-        choice.ipam.slots = target_slots;
-        choice.ipam.revision_name = target.name.clone();
-        choice.ipam.revision = target.number;
-        choice.ipam.hash = target.hash.clone();
+        let chosen = choose_revision(
+            ChosenFor {
+                workload: i,
+                sibling: (a, agent_now.as_ref()),
+                object: serde_json::to_value(deploy).unwrap_or_default(),
+                has_annotations: deploy.metadata.annotations.is_some(),
+            },
+            &d_revs,
+            current,
+            args.to_revision,
+            &mut choice.ipam,
+            &ctx.config,
+        )?;
+        choice.skip_ipam = chosen.0;
+        ipam_after = chosen.1;
     }
     if want_agent {
         let current = revisions::current(&ds_revs, None);
-        let target =
-            revisions::rollback_target(&ds_revs, current, args.to_revision).map_err(|e| {
-                Refusal {
-                    reason: format!("{}: {e}", a.display_name()),
-                    way_forward: "see `cce-cni-guard history`".into(),
-                }
-            })?;
-        let value = serde_json::to_value(ds).unwrap_or_default();
-        let slots = choice.agent.slots.clone();
-        let patch = plan::template_patch(
-            &slots,
-            &target.template,
-            "cce-cni-guard rollback",
-            ds.metadata.annotations.is_some(),
-        );
-        plan::guard_check(a, &value, &patch, (i, ipam_after.as_ref()), &ctx.config).map_err(|m| Refusal {
-            reason: format!("the guard would refuse moving {} to revision {}:\n{m}", a.display_name(), target.number),
-            way_forward: "pick another revision (`cce-cni-guard history`); minor versions change through the helm chart".into(),
-        })?;
-        let target_slots = target
-            .pod_template()
-            .and_then(|t| t.spec)
-            .map(|s| locate(a, Some(&s)))
-            .transpose()
-            .map_err(|e| Refusal {
-                reason: e,
-                way_forward: "pick another revision".into(),
-            })?
-            .unwrap_or_default();
-        choice.skip_agent = record_same(&choice.agent.slots, &target_slots);
-        choice.agent.slots = target_slots;
-        choice.agent.revision_name = target.name.clone();
-        choice.agent.revision = target.number;
-        choice.agent.hash = target.hash.clone();
+        choice.skip_agent = choose_revision(
+            ChosenFor {
+                workload: a,
+                sibling: (i, ipam_after.as_ref()),
+                object: serde_json::to_value(ds).unwrap_or_default(),
+                has_annotations: ds.metadata.annotations.is_some(),
+            },
+            &ds_revs,
+            current,
+            args.to_revision,
+            &mut choice.agent,
+            &ctx.config,
+        )?
+        .0;
     }
     Ok(choice)
+}
+
+/// The workload a rollback revision is chosen for, as read.
+struct ChosenFor<'a> {
+    workload: &'a crate::policy::GuardedWorkload,
+    sibling: (
+        &'a crate::policy::GuardedWorkload,
+        Option<&'a crate::policy::PodTemplateImages>,
+    ),
+    object: serde_json::Value,
+    has_annotations: bool,
+}
+
+/// Picks the rollback revision of one workload, asks the guard whether moving to it would
+/// be allowed, and fills `snapshot` with it. Returns whether the workload already runs its
+/// images (nothing to do) and its guarded images after the move.
+fn choose_revision(
+    w: ChosenFor<'_>,
+    revisions: &[revisions::Revision],
+    current: Option<&revisions::Revision>,
+    to_revision: Option<i64>,
+    snapshot: &mut Snapshot,
+    config: &Config,
+) -> Result<(bool, Option<crate::policy::PodTemplateImages>), Refusal> {
+    let name = w.workload.display_name();
+    let target =
+        revisions::rollback_target(revisions, current, to_revision).map_err(|e| Refusal {
+            reason: format!("{name}: {e}"),
+            way_forward: "see `cce-cni-guard history`".into(),
+        })?;
+    let patch = plan::template_patch(
+        &snapshot.slots,
+        &target.template,
+        "cce-cni-guard rollback",
+        w.has_annotations,
+    );
+    let (next, _) = plan::guard_check(w.workload, &w.object, &patch, w.sibling, config).map_err(|m| Refusal {
+        reason: format!("the guard would refuse moving {name} to revision {}:\n{m}", target.number),
+        way_forward: "pick another revision (`cce-cni-guard history`); minor versions change through the helm chart".into(),
+    })?;
+    let target_slots = target
+        .pod_template()
+        .and_then(|t| t.spec)
+        .map(|s| locate(w.workload, Some(&s)))
+        .transpose()
+        .map_err(|e| Refusal {
+            reason: e,
+            way_forward: "pick another revision".into(),
+        })?
+        .unwrap_or_default();
+    let already = record_same(&snapshot.slots, &target_slots);
+    snapshot.slots = target_slots;
+    snapshot.revision_name = target.name.clone();
+    snapshot.revision = target.number;
+    snapshot.hash = target.hash.clone();
+    Ok((
+        already,
+        crate::policy::PodTemplateImages::from_workload(&next).ok(),
+    ))
 }
 
 fn record_same(now: &[plan::Slot], target: &[plan::Slot]) -> bool {

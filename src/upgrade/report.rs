@@ -205,7 +205,6 @@ impl Status {
                 record.phase.as_str()
             ));
         }
-        let _ = PodTemplateImages::default();
         Self {
             configmap,
             workloads,
