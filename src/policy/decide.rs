@@ -387,16 +387,19 @@ impl<'c> Judge<'c> {
             return;
         };
         let name = new.name;
-        let change = format!("container {name:?}: {} → {}", old.raw, new.raw);
-        if !self
-            .config
-            .same_repository(&old_ref.repository(), &new_ref.repository())
+        // Built lazily: the allowed path (the common one) formats nothing.
+        let change = || format!("container {name:?}: {} → {}", old.raw, new.raw);
+        if !(old_ref.same_repository(new_ref)
+            || self
+                .config
+                .same_repository(&old_ref.repository(), &new_ref.repository()))
         {
             self.violation(
                 Rule::PatchOnly,
                 Some(name),
                 format!(
-                    "{change} changes the repository from {} to {}",
+                    "{} changes the repository from {} to {}",
+                    change(),
                     old_ref.repository(),
                     new_ref.repository()
                 ),
@@ -413,7 +416,8 @@ impl<'c> Judge<'c> {
                     Rule::PatchOnly,
                     Some(name),
                     format!(
-                        "{change}: the current tag {} is not a version (MAJOR.MINOR.PATCH), so no change can be proven a patch change",
+                        "{}: the current tag {} is not a version (MAJOR.MINOR.PATCH), so no change can be proven a patch change",
+                        change(),
                         tag_text(old_ref)
                     ),
                 );
@@ -427,7 +431,8 @@ impl<'c> Judge<'c> {
                     Rule::PatchOnly,
                     Some(name),
                     format!(
-                        "{change}: the new tag {} is not a version (MAJOR.MINOR.PATCH), so it cannot be proven a patch change",
+                        "{}: the new tag {} is not a version (MAJOR.MINOR.PATCH), so it cannot be proven a patch change",
+                        change(),
                         tag_text(new_ref)
                     ),
                 );
@@ -450,7 +455,8 @@ impl<'c> Judge<'c> {
                 Rule::PatchOnly,
                 Some(name),
                 format!(
-                    "{change} moves the major version ({} → {})",
+                    "{} moves the major version ({} → {})",
+                    change(),
                     old_v.major(),
                     new_v.major()
                 ),
@@ -470,7 +476,8 @@ impl<'c> Judge<'c> {
                 Rule::PatchOnly,
                 Some(name),
                 format!(
-                    "{change} moves the minor version ({} → {})",
+                    "{} moves the minor version ({} → {})",
+                    change(),
                     old_v.line(),
                     new_v.line()
                 ),
@@ -548,21 +555,24 @@ impl<'c> Judge<'c> {
                     }) {
                         continue;
                     }
-                    let what = format!(
-                        "container {:?} would run {} while the sibling {} runs {}",
-                        g.name,
-                        g.raw,
-                        sibling.display_name(),
-                        s.raw
-                    );
-                    if !self
-                        .config
-                        .same_repository(&new_ref.repository(), &sibling_ref.repository())
+                    let what = || {
+                        format!(
+                            "container {:?} would run {} while the sibling {} runs {}",
+                            g.name,
+                            g.raw,
+                            sibling.display_name(),
+                            s.raw
+                        )
+                    };
+                    if !(new_ref.same_repository(sibling_ref)
+                        || self
+                            .config
+                            .same_repository(&new_ref.repository(), &sibling_ref.repository()))
                     {
                         self.violation(
                             Rule::SiblingsAgree,
                             Some(g.name),
-                            format!("{what}: another repository"),
+                            format!("{}: another repository", what()),
                         );
                         continue;
                     }
@@ -582,7 +592,8 @@ impl<'c> Judge<'c> {
                                 Rule::SiblingsAgree,
                                 Some(g.name),
                                 format!(
-                                    "{what}: release line {} differs from {}",
+                                    "{}: release line {} differs from {}",
+                                    what(),
                                     n.line(),
                                     sv.line()
                                 ),
@@ -596,7 +607,8 @@ impl<'c> Judge<'c> {
                                 Rule::SiblingsAgree,
                                 Some(g.name),
                                 format!(
-                                    "{what}: a tag that is not a version cannot be proven to agree"
+                                    "{}: a tag that is not a version cannot be proven to agree",
+                                    what(),
                                 ),
                             );
                         }

@@ -123,6 +123,11 @@ impl ImageRef {
         format!("{}/{}", self.host, self.path)
     }
 
+    /// Same host and path, compared without building `repository()` strings.
+    pub fn same_repository(&self, other: &ImageRef) -> bool {
+        self.host == other.host && self.path == other.path
+    }
+
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }

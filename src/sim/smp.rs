@@ -1,11 +1,18 @@
 //! Strategic merge patch, as the apiserver applies it to the kinds the sim serves.
 //!
-//! This follows k8s.io/apimachinery `strategicpatch.StrategicMergeMapPatch` on the server
-//! side (parallel deletion lists applied, unmatched nulls ignored), driven by the built-in
-//! [`schema`] of merge keys and patch strategies. The result is the one upstream computes
-//! at the map level, except that directive keys left in values taken whole from the patch
-//! are removed, as the apiserver's typed decode drops them. Where upstream would panic
-//! (comparing maps, null list elements) a [`SmpError`] is returned instead.
+//! This follows current k8s.io/apimachinery `strategicpatch.StrategicMergeMapPatch` on the
+//! server side (parallel deletion lists applied, unmatched nulls ignored), driven by the
+//! built-in [`schema`] of merge keys and patch strategies, down to its list ordering and
+//! error wording; `tests/sim_smp_kubectl.rs` holds it against kubectl's own copy. Where the
+//! result differs from upstream's map it is on purpose:
+//! - directive keys left in values taken whole from the patch are removed, as the
+//!   apiserver's typed decode drops them;
+//! - `$deleteFromPrimitiveList` runs after the other keys of its map (upstream's order is
+//!   Go's random map order);
+//! - a `$`-key that is no directive is an error (a real server drops or rejects it as an
+//!   unknown field);
+//! - where upstream would panic (comparing maps, null list items) an [`SmpError`] is
+//!   returned.
 
 mod gosort;
 mod schema;
@@ -380,9 +387,19 @@ fn merge_ordered_lists(original: &mut Map, patch: &mut Map, ty: Ty) -> Result<()
 /// them. This replays the writes that touch merge keys.
 fn live_order_after_merge(original: Vec<Value>, patch: &[Value], key: &str) -> Vec<Value> {
     let capacity = original.len();
-    let mut backing = original;
-    let mut len = capacity;
     let key_of = |item: &Value| item.get(key).and_then(lookup_key);
+    let mut by_key: HashMap<ScalarKey, Vec<usize>> = HashMap::new();
+    for (position, item) in original.iter().enumerate() {
+        if let Some(k) = key_of(item) {
+            by_key.entry(k).or_default().push(position);
+        }
+    }
+    // What the backing array holds at each position from the final length on: Go's
+    // append(s[:i], s[i+1:]...) leaves the then-last item in the slot it vacates.
+    let mut vacated: Vec<Option<Value>> = vec![None; capacity];
+    let mut removed = vec![false; capacity];
+    let mut len = capacity;
+    let mut last = capacity.checked_sub(1);
     let mut replace = false;
     for item in patch {
         match item.get(DIRECTIVE_MARKER).and_then(Value::as_str) {
@@ -390,17 +407,15 @@ fn live_order_after_merge(original: Vec<Value>, patch: &[Value], key: &str) -> V
                 let Some(doomed) = item.get(key).and_then(lookup_key) else {
                     continue;
                 };
-                let mut i = 0;
-                while i < len {
-                    if key_of(&backing[i]).as_ref() == Some(&doomed) {
-                        backing[i..len].rotate_left(1);
-                        // Go's append(s[:i], s[i+1:]...) leaves the old last item in place.
-                        if len >= 2 {
-                            backing[len - 1] = backing[len - 2].clone();
-                        }
-                        len -= 1;
-                    } else {
-                        i += 1;
+                // Upstream removes the first match again and again: ascending live order.
+                for position in by_key.remove(&doomed).unwrap_or_default() {
+                    if let Some(tail) = last {
+                        vacated[len - 1] = Some(original[tail].clone());
+                    }
+                    removed[position] = true;
+                    len -= 1;
+                    while let Some(tail) = last.filter(|&t| removed[t]) {
+                        last = tail.checked_sub(1);
                     }
                 }
             }
@@ -408,22 +423,32 @@ fn live_order_after_merge(original: Vec<Value>, patch: &[Value], key: &str) -> V
             None => {}
         }
     }
-    if replace {
-        return backing;
+    let mut present: HashSet<ScalarKey> = HashSet::new();
+    let mut live: Vec<Value> = Vec::with_capacity(capacity);
+    for (position, item) in original.into_iter().enumerate() {
+        if !removed[position] {
+            if let Some(k) = key_of(&item) {
+                present.insert(k);
+            }
+            live.push(item);
+        }
     }
-    let mut present: Vec<Option<ScalarKey>> = backing[..len].iter().map(key_of).collect();
+    live.extend(vacated.drain(len..).flatten());
+    if replace {
+        return live;
+    }
     for item in patch.iter().filter(|item| !has_directive_marker(item)) {
-        let k = key_of(item);
-        if k.is_some() && present.contains(&k) {
+        if let Some(k) = key_of(item)
+            && !present.insert(k)
+        {
             continue;
         }
         if len < capacity {
-            backing[len] = item.clone();
+            live[len] = item.clone();
         }
-        present.push(k);
         len += 1;
     }
-    backing
+    live
 }
 
 /// Upstream `validatePatchWithSetOrderList`: the patch list's items must appear in the
@@ -556,6 +581,7 @@ fn merge_slice_with_special_elements(
 ) -> Result<(Vec<Value>, Vec<Value>)> {
     let mut plain = Vec::with_capacity(patch.len());
     let mut replace = false;
+    let mut doomed: HashSet<ScalarKey> = HashSet::new();
     for item in patch {
         let Value::Object(map) = &item else {
             return Err(bad_arg_type(GO_MAP, &item));
@@ -567,7 +593,11 @@ fn merge_slice_with_special_elements(
         match directive.as_str() {
             Some(DELETE_DIRECTIVE) => {
                 let value = map.get(key).ok_or_else(|| no_merge_key(map, key))?;
-                original = delete_matching_entries(original, key, value)?;
+                let wanted = comparable_key(value)?;
+                if doomed.is_empty() {
+                    check_all_maps(&original, key, &wanted)?;
+                }
+                doomed.insert(wanted);
             }
             // Keep going: the other directive items are pruned too.
             Some(REPLACE_DIRECTIVE) => replace = true,
@@ -582,28 +612,34 @@ fn merge_slice_with_special_elements(
     if replace {
         Ok((plain, Vec::new()))
     } else {
+        if !doomed.is_empty() {
+            // Upstream `deleteMatchingEntries`: every item whose merge key matches goes.
+            original.retain(|item| {
+                item.get(key)
+                    .and_then(lookup_key)
+                    .is_none_or(|k| !doomed.contains(&k))
+            });
+        }
         Ok((original, plain))
     }
 }
 
-/// Upstream `deleteMatchingEntries`: removes every item whose merge key equals `value`.
-fn delete_matching_entries(original: Vec<Value>, key: &str, value: &Value) -> Result<Vec<Value>> {
-    let wanted = comparable_key(value)?;
-    let mut kept = Vec::with_capacity(original.len());
-    for item in original {
-        let Value::Object(map) = &item else {
-            // Upstream's repeated scan always reaches the first non-map item.
+/// Upstream `deleteMatchingEntries` fails on a non-map item: its repeated scan from the
+/// start reaches the first one, at its index once the earlier matches are gone.
+fn check_all_maps(original: &[Value], key: &str, wanted: &ScalarKey) -> Result<()> {
+    let mut matched_before = 0;
+    for (position, item) in original.iter().enumerate() {
+        let Value::Object(map) = item else {
             return Err(invalid(format!(
                 "value for key {} is not a map",
-                kept.len()
+                position - matched_before
             )));
         };
-        let matches = map.get(key).and_then(lookup_key).as_ref() == Some(&wanted);
-        if !matches {
-            kept.push(item);
+        if map.get(key).and_then(lookup_key).as_ref() == Some(wanted) {
+            matched_before += 1;
         }
     }
-    Ok(kept)
+    Ok(())
 }
 
 /// Upstream `mergeSliceWithoutSpecialElements`: merges each patch item into the original

@@ -26,9 +26,50 @@ pub fn render(
     list_resource_version: &str,
     now: time::OffsetDateTime,
 ) -> Value {
+    render_with(
+        resource,
+        objects,
+        list_resource_version,
+        now,
+        IncludeObject::Metadata,
+    )
+}
+
+/// What each row carries in `object`, as the `includeObject` query parameter asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    /// `None`: no object (`null`).
+    None,
+    /// `Metadata`, the default: a `PartialObjectMetadata`.
+    #[default]
+    Metadata,
+    /// `Object`: the whole object.
+    Object,
+}
+
+impl IncludeObject {
+    /// Parses the `includeObject` query value; `None` for an unknown value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "None" => Some(Self::None),
+            "Metadata" => Some(Self::Metadata),
+            "Object" => Some(Self::Object),
+            _ => None,
+        }
+    }
+}
+
+/// [`render`], with the rows' `object` chosen by `include`.
+pub fn render_with(
+    resource: Resource,
+    objects: &[Object],
+    list_resource_version: &str,
+    now: time::OffsetDateTime,
+    include: IncludeObject,
+) -> Value {
     let rows: Vec<Value> = objects
         .iter()
-        .map(|object| render_row(resource, object, now))
+        .map(|object| render_row(resource, object, now, include))
         .collect();
     json!({
         "kind": "Table",
@@ -57,16 +98,23 @@ pub fn column_definitions(resource: Resource) -> Value {
     )
 }
 
-fn render_row(resource: Resource, object: &Value, now: OffsetDateTime) -> Value {
+fn render_row(
+    resource: Resource,
+    object: &Value,
+    now: OffsetDateTime,
+    include: IncludeObject,
+) -> Value {
     let cells = cells(resource, object, now);
-    let mut row = json!({
-        "cells": cells,
-        "object": {
+    let embedded = match include {
+        IncludeObject::None => Value::Null,
+        IncludeObject::Metadata => json!({
             "kind": "PartialObjectMetadata",
             "apiVersion": "meta.k8s.io/v1",
             "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        },
-    });
+        }),
+        IncludeObject::Object => object.clone(),
+    };
+    let mut row = json!({"cells": cells, "object": embedded});
     if resource == Resource::Pods {
         let condition = match str_at(object, &["status", "phase"]) {
             "Succeeded" => Some(("Succeeded", "The pod has completed successfully.")),
@@ -1007,11 +1055,12 @@ fn label_selector_string(selector: Option<&Value>) -> Result<String, ()> {
             .filter_map(Value::as_str)
             .collect();
         values.sort_unstable();
-        let text = match str_at(expression, &["operator"]) {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            "DoesNotExist" => format!("!{key}"),
+        // labels.NewRequirement: In/NotIn need values, Exists/DoesNotExist take none.
+        let text = match (str_at(expression, &["operator"]), values.is_empty()) {
+            ("In", false) => format!("{key} in ({})", values.join(",")),
+            ("NotIn", false) => format!("{key} notin ({})", values.join(",")),
+            ("Exists", true) => key.to_string(),
+            ("DoesNotExist", true) => format!("!{key}"),
             _ => return Err(()),
         };
         requirements.push((key.to_string(), text));

@@ -1079,3 +1079,14 @@ fn a_deletion_list_wins_over_an_addition_of_the_same_item() {
         json!(["10.0.2.0/24", "10.0.1.0/24"])
     );
 }
+
+#[test]
+fn errors_display_as_the_bare_apiserver_message() {
+    let error = apply(Resource::Pods, &json!({}), &json!([])).unwrap_err();
+    assert_eq!(error.to_string(), error.message());
+    assert!(
+        error
+            .to_string()
+            .starts_with("json: cannot unmarshal array")
+    );
+}

@@ -576,6 +576,19 @@ fn replicaset_cells() {
     let cells = row_cells(Resource::ReplicaSets, bad);
     assert_eq!(cells[1], 0);
     assert_eq!(cells[7], "<error>");
+    for expression in [
+        json!({"key": "k", "operator": "In", "values": []}),
+        json!({"key": "k", "operator": "Exists", "values": ["v"]}),
+    ] {
+        let rs = json!({"metadata": {"name": "r"}, "spec": {"selector": {"matchExpressions": [expression]}}});
+        assert_eq!(row_cells(Resource::ReplicaSets, rs)[7], "<error>");
+    }
+    let single = json!({"metadata": {"name": "r"},
+                        "spec": {"selector": {"matchExpressions": [{"key": "k", "operator": "NotIn", "values": ["v"]}]}}});
+    assert_eq!(row_cells(Resource::ReplicaSets, single)[7], "k notin (v)");
+    let invalid = json!({"metadata": {"name": "d"},
+                         "spec": {"selector": {"matchExpressions": [{"key": "k", "operator": "Near"}]}}});
+    assert_eq!(row_cells(Resource::Deployments, invalid)[7], "<invalid>");
 }
 
 #[test]
@@ -816,4 +829,39 @@ fn odd_field_types_render_as_zero_values_without_panicking() {
             json!("<unknown>")
         ]
     );
+}
+
+#[test]
+fn include_object_chooses_what_rows_carry() {
+    let cm = json!({"kind": "ConfigMap", "apiVersion": "v1",
+                    "metadata": {"name": "c", "namespace": "kube-system"}, "data": {"a": "1"}});
+    let objects = [Arc::new(cm.clone())];
+    let object_of = |include| {
+        render_with(Resource::ConfigMaps, &objects, "7", now(), include)["rows"][0]["object"]
+            .clone()
+    };
+    assert_eq!(object_of(IncludeObject::Object), cm);
+    assert_eq!(object_of(IncludeObject::None), Value::Null);
+    assert_eq!(
+        object_of(IncludeObject::Metadata),
+        json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+               "metadata": {"name": "c", "namespace": "kube-system"}})
+    );
+    assert_eq!(
+        render(Resource::ConfigMaps, &objects, "7", now()),
+        render_with(
+            Resource::ConfigMaps,
+            &objects,
+            "7",
+            now(),
+            IncludeObject::default()
+        )
+    );
+    assert_eq!(IncludeObject::parse("Object"), Some(IncludeObject::Object));
+    assert_eq!(IncludeObject::parse("None"), Some(IncludeObject::None));
+    assert_eq!(
+        IncludeObject::parse("Metadata"),
+        Some(IncludeObject::Metadata)
+    );
+    assert_eq!(IncludeObject::parse("object"), None);
 }
