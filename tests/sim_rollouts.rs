@@ -75,6 +75,10 @@ impl Kubectl {
 }
 
 async fn start(version: &str) -> (SimHandle, Kubectl) {
+    start_with_delay(version, std::time::Duration::ZERO).await
+}
+
+async fn start_with_delay(version: &str, delay: std::time::Duration) -> (SimHandle, Kubectl) {
     cce_cni_guard::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
@@ -82,7 +86,7 @@ async fn start(version: &str) -> (SimHandle, Kubectl) {
         kubeconfig: Some(kubeconfig.clone()),
         k8s_version: version.parse().unwrap(),
         behaviour: Behaviour {
-            pod_ready_delay: std::time::Duration::ZERO,
+            pod_ready_delay: delay,
             ..Default::default()
         },
         ..SimOptions::default()
@@ -415,4 +419,64 @@ async fn sop_on_kubectl_1_30() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sop_on_kubectl_1_33() {
     sop("1.33").await;
+}
+
+/// With a real ready delay, `rollout status` watches the agent roll node by node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_follows_a_slow_agent_rollout() {
+    if !kubectl_available() {
+        return;
+    }
+    let (handle, k) = start_with_delay("1.30", std::time::Duration::from_millis(300)).await;
+    // Start from a fully available agent, so the update goes one node at a time (pods that
+    // are not available yet would all be replaced at once, as upstream does).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ds = handle
+            .get(Resource::DaemonSets, Some(NS), "cce-cni-node-agent")
+            .unwrap();
+        if ds["status"]["numberAvailable"] == 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent never became available: {:#}",
+            ds["status"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let v4 = format!("{IMAGE}:v1.9.4");
+    let pairs = [
+        format!("cce-cni-node-agent={v4}"),
+        format!("install-cni-binary={v4}"),
+    ];
+    k.ok(&[
+        "set",
+        "image",
+        "daemonset/cce-cni-node-agent",
+        &pairs[0],
+        &pairs[1],
+    ])
+    .await;
+    let out = k
+        .ok(&[
+            "rollout",
+            "status",
+            "ds/cce-cni-node-agent",
+            "--timeout=60s",
+        ])
+        .await;
+    assert!(
+        out.contains("Waiting for daemon set \"cce-cni-node-agent\" rollout to finish"),
+        "{out}"
+    );
+    assert!(
+        out.trim_end()
+            .ends_with("daemon set \"cce-cni-node-agent\" successfully rolled out"),
+        "{out}"
+    );
+    assert!(all_are(&agent_images(&handle), &v4));
+    let ds = rows(&k.ok(&["get", "ds", "cce-cni-node-agent"]).await);
+    assert_eq!(ds[1][1..6], ["5", "5", "5", "5", "5"], "{ds:?}");
+    handle.shutdown().await;
 }
