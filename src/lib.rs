@@ -8,12 +8,14 @@
 pub mod certs;
 pub mod certs_cluster;
 pub mod cli;
+pub mod cluster;
 pub mod manifest;
 pub mod offline;
 pub mod policy;
 pub mod review;
 pub mod sim;
 pub mod tls;
+pub mod upgrade;
 pub mod webhook;
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
