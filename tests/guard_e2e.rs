@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use cce_cni_guard::policy::{Config, Exemptions};
-use cce_cni_guard::sim::guard::{self, GUARD_USER, RunningGuard};
+use cce_cni_guard::sim::guard::{self, GUARD_NAMESPACE, GUARD_USER, RunningGuard};
 use cce_cni_guard::sim::model::{Behaviour, Resource};
 use cce_cni_guard::sim::server::UserSpec;
 use cce_cni_guard::sim::{Sim, SimHandle, SimOptions};
@@ -496,7 +496,59 @@ async fn every_write_path(version: &str) {
         )
         .await;
     accepted(&run);
+    // The configuration scopes the two workloads only: another DaemonSet in kube-system and a
+    // Deployment in the guard's own namespace are never sent to the (stopped) webhook.
+    let masq = c.file(
+        "masq.yaml",
+        &daemonset_yaml("kube-system", "cce-ip-masq-agent"),
+    );
+    accepted(&c.kubectl(&["create", "-f", masq.to_str().unwrap()]).await);
+    let own = c.file(
+        "own.yaml",
+        &deployment_yaml(GUARD_NAMESPACE, "cce-cni-guard"),
+    );
+    accepted(&c.kubectl(&["create", "-f", own.to_str().unwrap()]).await);
+    if version != "1.27" {
+        // With matchConditions even other Deployments of kube-system are out of scope (the
+        // pre-1.30 fallback cannot narrow ipam by labels, which upstream's ipam lacks).
+        let coredns = c.file("coredns.yaml", &deployment_yaml("kube-system", "coredns"));
+        accepted(
+            &c.kubectl(&["create", "-f", coredns.to_str().unwrap()])
+                .await,
+        );
+    }
     let _ = GUARD_USER;
+    c.sim.shutdown().await;
+}
+
+fn daemonset_yaml(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: c, image: \"{R}:v1.9.3\"}}]\n"
+    )
+}
+
+fn deployment_yaml(namespace: &str, name: &str) -> String {
+    daemonset_yaml(namespace, name).replace("kind: DaemonSet", "kind: Deployment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_the_sim_cannot_evaluate_is_refused_at_registration() {
+    if !kubectl_available() {
+        return;
+    }
+    let c = Cluster::start("1.33").await;
+    let file = c.file(
+        "vwc.yaml",
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: other}\nwebhooks:\n- name: other.example.com\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  clientConfig: {url: \"https://127.0.0.1:9/validate\"}\n  rules: [{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [configmaps]}]\n  matchConditions:\n  - {name: authz, expression: \"authorizer.group('').resource('configmaps').check('create').allowed()\"}\n",
+    );
+    let run = c.kubectl(&["create", "-f", file.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("Invalid"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("undeclared reference to 'authorizer'"),
+        "{}",
+        run.stderr
+    );
     c.sim.shutdown().await;
 }
 

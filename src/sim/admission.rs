@@ -930,10 +930,16 @@ impl crate::sim::server::AdmissionHook for WebhookAdmission {
                     "ValidatingWebhookConfiguration.admissionregistration.k8s.io {:?} is invalid: {reason}",
                     request.name
                 );
+                // As the apiserver's field validation reports it: one cause per field.
+                let (field, detail) = reason.split_once(": ").unwrap_or(("", reason.as_str()));
                 let status = json!({
                     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                     "message": message, "reason": "Invalid", "code": 422,
-                    "details": {"name": request.name, "group": "admissionregistration.k8s.io", "kind": "ValidatingWebhookConfiguration"},
+                    "details": {
+                        "name": request.name, "group": "admissionregistration.k8s.io",
+                        "kind": "ValidatingWebhookConfiguration",
+                        "causes": [{"reason": "FieldValueInvalid", "message": detail, "field": field}],
+                    },
                 });
                 return Box::pin(async move {
                     Hook::Deny {
