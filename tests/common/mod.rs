@@ -5,20 +5,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cce_cni_guard::policy::{
-    Config, Operation, PodTemplateImages, Request, SiblingLookup, SiblingState, UserIdentity,
-    WorkloadKind, decide,
-};
+use cce_cni_guard::policy::Config;
+use cce_cni_guard::sim::guard::{self, RunningGuard};
 use cce_cni_guard::sim::model::Resource;
-use cce_cni_guard::sim::server::admission::{
-    AdmissionHook, AdmissionRequest, AdmissionVerdict, Operation as SimOperation,
-};
 use cce_cni_guard::sim::{Sim, SimHandle, SimOptions};
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub const NS: &str = "kube-system";
 pub const AGENT: &str = "cce-cni-node-agent";
@@ -46,97 +39,9 @@ pub const FAST: &[&str] = &[
 pub struct Env {
     pub sim: SimHandle,
     pub kubeconfig: PathBuf,
-    /// Every judgement the guard's policy made on a workload write: (allowed, message).
-    pub judged: Arc<Mutex<Vec<(bool, String)>>>,
+    /// The guard's webhook, registered in the sim the way the chart registers it.
+    pub guard: RunningGuard,
     _dir: tempfile::TempDir,
-}
-
-/// The guard's policy as the sim's admission hook: every write of a guarded workload is
-/// judged by `policy::decide` with the other workload (as stored) as the sibling, so a
-/// write the guard would refuse fails as it would on a cluster with the webhook registered.
-struct PolicyGuard {
-    sim: Mutex<Option<SimHandle>>,
-    judged: Arc<Mutex<Vec<(bool, String)>>>,
-}
-
-struct StoredSiblings(Option<SimHandle>);
-
-impl SiblingLookup for StoredSiblings {
-    fn sibling(&self, workload: &cce_cni_guard::policy::GuardedWorkload) -> SiblingState {
-        let Some(sim) = &self.0 else {
-            return SiblingState::Unknown;
-        };
-        let resource = match workload.kind {
-            WorkloadKind::DaemonSet => Resource::DaemonSets,
-            WorkloadKind::Deployment => Resource::Deployments,
-        };
-        match sim.get(resource, Some(&workload.namespace), &workload.name) {
-            None => SiblingState::Absent,
-            Some(object) => PodTemplateImages::from_workload(&object)
-                .map(SiblingState::Present)
-                .unwrap_or(SiblingState::Unknown),
-        }
-    }
-}
-
-impl AdmissionHook for PolicyGuard {
-    fn admit(&self, request: AdmissionRequest) -> BoxFuture<'static, AdmissionVerdict> {
-        let sim = self.sim.lock().unwrap().clone();
-        let judged = self.judged.clone();
-        Box::pin(async move {
-            let operation = match request.operation {
-                SimOperation::Create => Operation::Create,
-                SimOperation::Update => Operation::Update,
-                SimOperation::Delete => Operation::Delete,
-            };
-            let new = request
-                .object
-                .as_ref()
-                .map(PodTemplateImages::from_workload);
-            let old = request
-                .old_object
-                .as_ref()
-                .map(PodTemplateImages::from_workload);
-            let user = UserIdentity {
-                username: request.user.username.clone(),
-                groups: request.user.groups.clone(),
-            };
-            let decision = decide(
-                &Request {
-                    operation,
-                    group: &request.group,
-                    kind: &request.kind,
-                    sub_resource: request.subresource.as_deref(),
-                    namespace: request.namespace.as_deref().unwrap_or(""),
-                    name: &request.name,
-                    object: new.as_ref().map(|r| r.as_ref()),
-                    old_object: old.as_ref().map(|r| r.as_ref()),
-                    user: &user,
-                },
-                &StoredSiblings(sim),
-                &Config::default(),
-            );
-            if decision.workload.is_none() {
-                return AdmissionVerdict::allow();
-            }
-            judged
-                .lock()
-                .unwrap()
-                .push((decision.allowed(), decision.message.clone()));
-            if decision.allowed() {
-                AdmissionVerdict::Allow {
-                    warnings: decision.warnings,
-                }
-            } else {
-                AdmissionVerdict::Deny {
-                    status: json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "reason": "Forbidden", "code": 403,
-                        "message": format!("admission webhook \"cce-cni-guard.cce.baidubce.com\" denied the request: {}", decision.message)}),
-                    warnings: decision.warnings,
-                }
-            }
-        })
-    }
 }
 
 pub struct Out {
@@ -176,18 +81,18 @@ impl Env {
             ..SimOptions::default()
         };
         options.behaviour.pod_ready_delay = Duration::from_millis(30);
+        options.users.push(guard::guard_user());
         tweak(&mut options);
+        let version = options.k8s_version;
         let sim = Sim::start(options).await.unwrap();
         sim.settle().await;
-        let judged = Arc::new(Mutex::new(Vec::new()));
-        sim.set_admission_hook(Some(Arc::new(PolicyGuard {
-            sim: Mutex::new(Some(sim.clone())),
-            judged: judged.clone(),
-        })));
+        let guard = guard::start(&sim, version, Config::default())
+            .await
+            .unwrap();
         Self {
             sim,
             kubeconfig,
-            judged,
+            guard,
             _dir: dir,
         }
     }
@@ -201,15 +106,23 @@ impl Env {
         kube::Client::try_from(config).unwrap()
     }
 
-    /// The guard judged at least `n` workload writes and refused none of them.
-    pub fn assert_guard_allowed_all(&self, n: usize) {
-        let judged = self.judged.lock().unwrap();
-        let denied: Vec<&String> = judged.iter().filter(|(a, _)| !a).map(|(_, m)| m).collect();
-        assert!(denied.is_empty(), "the guard refused: {denied:?}");
+    /// The guard's webhook judged at least `n` writes of the guarded workloads and denied
+    /// none (read from its Prometheus counters).
+    pub fn assert_guard_allowed_all(&self, n: u64) {
+        let text = self.guard.server().metrics().encode();
+        let count = |decision: &str| -> u64 {
+            let label = format!("decision=\"{decision}\"");
+            text.lines()
+                .filter(|l| l.starts_with("cce_cni_guard_admission_requests_total{"))
+                .filter(|l| l.contains(&label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map(|v| v as u64)
+                .sum()
+        };
+        assert_eq!(count("denied"), 0, "the guard denied a write:\n{text}");
         assert!(
-            judged.len() >= n,
-            "the guard judged only {} writes",
-            judged.len()
+            count("allowed") >= n,
+            "the guard judged too few writes:\n{text}"
         );
     }
 
