@@ -23,9 +23,13 @@ pub struct CertsArgs {
     /// Namespace of the webhook's Service.
     #[arg(long, env = "CCE_GUARD_NAMESPACE")]
     pub namespace: String,
-    /// Directory to write ca.crt, tls.crt and tls.key into.
-    #[arg(long, env = "CCE_GUARD_CERTS_OUT")]
-    pub out: PathBuf,
+    /// Directory to write ca.crt, tls.crt and tls.key into (or use --in-cluster).
+    #[arg(
+        long,
+        env = "CCE_GUARD_CERTS_OUT",
+        required_unless_present = "in_cluster"
+    )]
+    pub out: Option<PathBuf>,
     /// Validity of the serving certificate, in days.
     #[arg(long, env = "CCE_GUARD_CERT_DAYS", default_value_t = 365)]
     pub days: u32,
@@ -41,6 +45,8 @@ pub struct CertsArgs {
     /// Overwrite existing files.
     #[arg(long, env = "CCE_GUARD_CERTS_FORCE")]
     pub force: bool,
+    #[command(flatten)]
+    pub cluster: crate::certs_cluster::ClusterArgs,
 }
 
 /// Why certificates could not be made or written.
@@ -289,8 +295,14 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
         days: args.days,
         ca_days: args.ca_days,
     };
+    if args.cluster.in_cluster {
+        return crate::certs_cluster::run_for(&spec, &args.cluster);
+    }
+    let Some(out) = args.out else {
+        anyhow::bail!("--out DIR is required (or --in-cluster)");
+    };
     let certs = generate(&spec)?;
-    write(&args.out, &certs, args.force)?;
+    write(&out, &certs, args.force)?;
     println!("{}", certs.ca_bundle());
     eprintln!(
         "wrote {ca}, {cert} and {key} (0600) in {dir}\n\
@@ -300,7 +312,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
         ca = CA_FILE,
         cert = CERT_FILE,
         key = KEY_FILE,
-        dir = args.out.display(),
+        dir = out.display(),
         names = spec.dns_names().join(", "),
         days = spec.days,
         ca_days = spec.ca_days,

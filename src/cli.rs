@@ -58,6 +58,15 @@ pub enum Command {
     Certs(crate::certs::CertsArgs),
     /// Run the simulated CCE v1 cluster until stopped.
     Sim(crate::sim::SimArgs),
+    /// The SOP's checks as one table. Exit 0 healthy, 1 not.
+    Status(crate::upgrade::InspectArgs),
+    /// Revisions of both workloads with the image of every guarded container.
+    History(crate::upgrade::InspectArgs),
+    /// The sanctioned patch upgrade of both workloads, verified, with automatic rollback.
+    /// Exit 0 done or nothing to do, 1 failed and rolled back, 2 refused, 3 rollback failed.
+    Upgrade(crate::upgrade::UpgradeArgs),
+    /// Roll back (SOP §3): ipam first, then the agent. Exit 0 done, 1 failed, 2 refused.
+    Rollback(crate::upgrade::RollbackArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -79,12 +88,29 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cluster_command = runtime.block_on(async {
+        match &cli.command {
+            Command::Status(args) => Some(crate::upgrade::status(args.clone()).await),
+            Command::History(args) => Some(crate::upgrade::history(args.clone()).await),
+            Command::Upgrade(args) => Some(crate::upgrade::upgrade(args.clone()).await),
+            Command::Rollback(args) => Some(crate::upgrade::rollback(args.clone()).await),
+            _ => None,
+        }
+    });
+    if let Some(code) = cluster_command {
+        return ExitCode::from(code);
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => crate::webhook::run(args).await,
             Command::Certs(args) => crate::certs::run(args),
             Command::Sim(args) => crate::sim::run(args).await,
-            Command::Review(_) | Command::Check(_) => Ok(()),
+            Command::Review(_)
+            | Command::Check(_)
+            | Command::Status(_)
+            | Command::History(_)
+            | Command::Upgrade(_)
+            | Command::Rollback(_) => Ok(()),
         }
     });
     match result {

@@ -6,13 +6,16 @@
 //! tests and the demo; `cli` wires commands to all of them.
 
 pub mod certs;
+pub mod certs_cluster;
 pub mod cli;
+pub mod cluster;
 pub mod manifest;
 pub mod offline;
 pub mod policy;
 pub mod review;
 pub mod sim;
 pub mod tls;
+pub mod upgrade;
 pub mod webhook;
 
 /// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod controllers;
+pub mod guard;
 pub mod model;
 pub mod server;
 pub mod smp;
@@ -65,6 +66,13 @@ pub struct SimArgs {
     /// Latency added to every request, e.g. 50ms.
     #[arg(long, env = "CCE_SIM_LATENCY", default_value = "0", value_parser = parse_duration)]
     pub latency: Duration,
+    /// Also run the guard's webhook in this process over HTTPS and register it the way the
+    /// chart does (the ValidatingWebhookConfiguration from deploy/).
+    #[arg(long, env = "CCE_SIM_WITH_GUARD")]
+    pub with_guard: bool,
+    /// With --with-guard: the guard's configuration (YAML), e.g. exempt users.
+    #[arg(long, env = "CCE_SIM_GUARD_CONFIG", requires = "with_guard")]
+    pub guard_config: Option<PathBuf>,
 }
 
 fn parse_strategy(text: &str) -> Result<IpamStrategy, String> {
@@ -100,6 +108,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl SimArgs {
+    fn users_with_guard(&self) -> Vec<UserSpec> {
+        let mut users = self.users.clone();
+        if self.with_guard && !users.iter().any(|u| u.name == guard::GUARD_USER) {
+            users.push(guard::guard_user());
+        }
+        users
+    }
+
     pub fn options(&self) -> SimOptions {
         SimOptions {
             listen: self.listen,
@@ -116,7 +132,7 @@ impl SimArgs {
                 broken_image: self.broken_image.clone(),
                 ipam_leader_only: self.ipam_leader_only,
             },
-            users: self.users.clone(),
+            users: self.users_with_guard(),
             faults: self.faults.clone(),
             latency: self.latency,
             ..SimOptions::default()
@@ -133,14 +149,48 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let handle = Sim::start(args.options()).await?;
+    // Read the guard's configuration before anything starts: a bad file is a usage error.
+    let guard_config = match &args.guard_config {
+        Some(path) => Some(
+            crate::offline::ConfigArg { config: Some(path.clone()) }
+                .load()
+                .map_err(|e| anyhow::anyhow!("--guard-config: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut options = args.options();
+    // With the guard, the kubeconfig is written only once the webhook is registered too.
+    let kubeconfig = options.kubeconfig.take();
+    let handle = Sim::start(options).await?;
+    let guard = if args.with_guard {
+        let config = guard_config.unwrap_or_default();
+        match guard::start(&handle, args.k8s_version, config).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                handle.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(path) = &kubeconfig {
+        server::auth::write_atomically(path, handle.kubeconfig())
+            .map_err(|e| anyhow::anyhow!("cannot write the kubeconfig {}: {e}", path.display()))?;
+    }
     eprintln!(
         "simulated cluster serving at {}; kubeconfig written to {}",
         handle.url(),
         args.kubeconfig.display()
     );
+    if let Some(g) = &guard {
+        eprintln!("guard webhook serving at https://{} and registered as {}", g.addr(), g.webhook_names().join(", "));
+    }
     wait_for_signal().await?;
     tracing::info!("stopping the simulated cluster");
+    if let Some(g) = guard {
+        g.stop().await;
+    }
     handle.shutdown().await;
     Ok(())
 }
