@@ -355,6 +355,8 @@ async fn set_image_on_both_workloads(handle: &SimHandle, k: &Kubectl) {
 }
 
 async fn patches(handle: &SimHandle, k: &Kubectl) {
+    // `patched (no change)` compares with the GET: no controller write may come in between.
+    handle.settle().await;
     let p = r#"{"metadata":{"annotations":{"cce.example/note":"a"}}}"#;
     let out = k
         .ok(&["-n", NS, "patch", "deploy", "cce-eni-ipam", "-p", p])

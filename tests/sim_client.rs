@@ -371,19 +371,32 @@ async fn patches_of_every_type_and_noops_keep_the_resource_version() {
         Some(2),
         "metadata does not bump generation"
     );
-    let rv = merged.metadata.resource_version.clone();
-    let again = deploys
+    // No-ops keep the resourceVersion (on a ConfigMap, which no controller writes to).
+    let cms: Api<ConfigMap> = Api::namespaced(deploys.clone().into_client(), NS);
+    cms.create(&PostParams::default(), &configmap("noop", json!({})))
+        .await
+        .unwrap();
+    let first = cms
         .patch(
-            "patch-me",
+            "noop",
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"a": "1"}}})),
+            &Patch::Strategic(json!({"metadata": {"annotations": {"a": "1"}}})),
         )
         .await
         .unwrap();
-    assert_eq!(
-        again.metadata.resource_version, rv,
-        "a no-op keeps the resourceVersion"
-    );
+    for patch in [
+        Patch::Strategic(json!({"metadata": {"annotations": {"a": "1"}}})),
+        Patch::Merge(json!({"data": {"k": "v"}})),
+    ] {
+        let again = cms
+            .patch("noop", &PatchParams::default(), &patch)
+            .await
+            .unwrap();
+        assert_eq!(
+            again.metadata.resource_version, first.metadata.resource_version,
+            "a no-op keeps the resourceVersion"
+        );
+    }
 
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/spec/replicas", "value": 3},
@@ -464,12 +477,24 @@ async fn stale_replace_is_a_conflict_with_the_apiservers_message() {
         status.message,
         "Operation cannot be fulfilled on deployments.apps \"stale\": the object has been modified; please apply your changes to the latest version and try again"
     );
-    // The current version replaces fine, and an unconditional create of the same name is 409 too.
-    let current = deploys.get("stale").await.unwrap();
-    deploys
-        .replace("stale", &PostParams::default(), &current)
-        .await
-        .unwrap();
+    // The current version replaces fine (fetched again if a controller's status write got in
+    // between, as on a real cluster), and a create of the same name is 409 too.
+    let mut replaced = false;
+    for _ in 0..5 {
+        handle.settle().await;
+        let current = deploys.get("stale").await.unwrap();
+        match deploys
+            .replace("stale", &PostParams::default(), &current)
+            .await
+        {
+            Ok(_) => {
+                replaced = true;
+                break;
+            }
+            Err(err) => assert_eq!(api_code(&err), 409),
+        }
+    }
+    assert!(replaced, "the current version kept conflicting");
     let err = deploys
         .create(&PostParams::default(), &ipam_deployment("stale"))
         .await
@@ -509,13 +534,25 @@ async fn scale_subresource_reads_and_writes_replicas() {
     let stored = deploys.get("scaled").await.unwrap();
     assert_eq!(stored.spec.replicas, Some(0));
     assert_eq!(stored.metadata.generation, Some(2));
-    let mut scale = deploys.get_scale("scaled").await.unwrap();
-    scale.spec.as_mut().unwrap().replicas = Some(3);
-    let replaced = deploys
-        .replace_scale("scaled", &PostParams::default(), &scale)
-        .await
-        .unwrap();
-    assert_eq!(replaced.spec.unwrap().replicas, Some(3));
+    // A PUT of the Scale carries its resourceVersion; refetch if a status write got in between.
+    let mut scale = None;
+    for _ in 0..5 {
+        handle.settle().await;
+        let mut current = deploys.get_scale("scaled").await.unwrap();
+        current.spec.as_mut().unwrap().replicas = Some(3);
+        match deploys
+            .replace_scale("scaled", &PostParams::default(), &current)
+            .await
+        {
+            Ok(replaced) => {
+                assert_eq!(replaced.spec.unwrap().replicas, Some(3));
+                scale = Some(current);
+                break;
+            }
+            Err(err) => assert_eq!(api_code(&err), 409),
+        }
+    }
+    let scale = scale.expect("the Scale kept conflicting");
     // The old Scale is stale now.
     let err = deploys
         .replace_scale("scaled", &PostParams::default(), &scale)

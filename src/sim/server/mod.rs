@@ -152,7 +152,7 @@ impl Sim {
             faults.latency = options.latency;
         }
         seed(&state, &options).await?;
-        settle_at_start(&state).await;
+        settle_through_requeues(&state).await;
 
         let listener = TcpListener::bind(options.listen)
             .await
@@ -246,7 +246,7 @@ async fn seed(state: &State, options: &SimOptions) -> Result<(), SimError> {
 
 /// Reconciles the seeded cluster, following short requeues (pods becoming Ready), so the
 /// cluster is healthy when the kubeconfig appears; bounded for controllers that keep requeueing.
-async fn settle_at_start(state: &State) {
+async fn settle_through_requeues(state: &State) {
     const SHORT: Duration = Duration::from_secs(10);
     const BUDGET: Duration = Duration::from_secs(30);
     let started = tokio::time::Instant::now();
@@ -478,9 +478,10 @@ impl SimHandle {
         lock(&self.state.stats).total
     }
 
-    /// Runs the controllers until they have nothing to do.
+    /// Runs the controllers until they have nothing to do, waiting through short requeues
+    /// (pods becoming Ready, image pulls) for at most 30 s.
     pub async fn settle(&self) {
-        self.state.reconcile_until_quiet().await;
+        settle_through_requeues(&self.state).await;
     }
 
     /// Stops serving: ends watches, lets connections finish, stops the controllers.
