@@ -13,9 +13,15 @@ use serde_json::Value;
 const R: &str = "registry.baidubce.com/cce-plugin-pro/cce-cni";
 
 fn kubectl_available() -> bool {
-    let found = std::process::Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    let found = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "kubectl is required when CI=true");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubectl is required when CI=true"
+        );
         eprintln!("\n*** SKIPPING the guard's kubectl tests: kubectl is not on the PATH ***\n");
     }
     found
@@ -42,27 +48,48 @@ impl Cluster {
         let sim = Sim::start(SimOptions {
             kubeconfig: Some(kubeconfig.clone()),
             k8s_version: version.parse().unwrap(),
-            behaviour: Behaviour { pod_ready_delay: std::time::Duration::ZERO, ..Default::default() },
+            behaviour: Behaviour {
+                pod_ready_delay: std::time::Duration::ZERO,
+                ..Default::default()
+            },
             users: vec![
                 guard::guard_user(),
-                UserSpec { name: "helm-operator".into(), groups: vec!["system:authenticated".into()] },
+                UserSpec {
+                    name: "helm-operator".into(),
+                    groups: vec!["system:authenticated".into()],
+                },
             ],
             ..SimOptions::default()
         })
         .await
         .unwrap();
         let config = Config {
-            exempt: Exemptions { users: ["helm-operator".to_owned()].into(), ..Default::default() },
+            exempt: Exemptions {
+                users: ["helm-operator".to_owned()].into(),
+                ..Default::default()
+            },
             ..Config::default()
         };
-        let guard = guard::start(&sim, version.parse().unwrap(), config).await.unwrap();
-        Self { sim, guard: Some(guard), kubeconfig, dir }
+        let guard = guard::start(&sim, version.parse().unwrap(), config)
+            .await
+            .unwrap();
+        Self {
+            sim,
+            guard: Some(guard),
+            kubeconfig,
+            dir,
+        }
     }
 
     async fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let cache = tempfile::tempdir_in(self.dir.path()).unwrap();
         let mut command = tokio::process::Command::new("kubectl");
-        command.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(cache.path()).args(args);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -81,7 +108,10 @@ impl Cluster {
     #[track_caller]
     fn image(&self, resource: Resource, name: &str, list: &str) -> String {
         let object = self.sim.get(resource, Some("kube-system"), name).unwrap();
-        object["spec"]["template"]["spec"][list][0]["image"].as_str().unwrap().to_owned()
+        object["spec"]["template"]["spec"][list][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     fn agent_images(&self) -> (String, String) {
@@ -113,15 +143,33 @@ impl Cluster {
 
 #[track_caller]
 fn refused(run: &Run, webhooks: &[String], needle: &str) {
-    assert_eq!(run.code, 1, "expected a refusal:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
-    let denied = |w: &String| format!("admission webhook \"{w}\" denied the request: cce-cni-guard refused this change");
-    assert!(webhooks.iter().any(|w| run.stderr.contains(&denied(w))), "stderr lacks a denial by {webhooks:?}:\n{}", run.stderr);
-    assert!(run.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "expected a refusal:\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let denied = |w: &String| {
+        format!("admission webhook \"{w}\" denied the request: cce-cni-guard refused this change")
+    };
+    assert!(
+        webhooks.iter().any(|w| run.stderr.contains(&denied(w))),
+        "stderr lacks a denial by {webhooks:?}:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(needle),
+        "stderr lacks {needle:?}:\n{}",
+        run.stderr
+    );
 }
 
 #[track_caller]
 fn accepted(run: &Run) {
-    assert_eq!(run.code, 0, "expected success:\nstdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "expected success:\nstdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
 }
 
 async fn every_write_path(version: &str) {
@@ -133,30 +181,131 @@ async fn every_write_path(version: &str) {
     assert_eq!(before, (v("v1.9.3"), v("v1.9.3")));
 
     // set image: the typos the guard exists for.
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("cce-cni-node-agent={}", v("v1.9.4"))]].concat()).await;
-    refused(&run, &webhook, "install-cni-binary=registry.baidubce.com/cce-plugin-pro/cce-cni:v1.9.4");
-    assert!(run.stderr.starts_with("error: failed to patch image update to pod template: admission webhook"), "{}", run.stderr);
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("*={}", v("v1.10.0"))]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("cce-cni-node-agent={}", v("v1.9.4")),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
+    refused(
+        &run,
+        &webhook,
+        "install-cni-binary=registry.baidubce.com/cce-plugin-pro/cce-cni:v1.9.4",
+    );
+    assert!(
+        run.stderr
+            .starts_with("error: failed to patch image update to pod template: admission webhook"),
+        "{}",
+        run.stderr
+    );
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={}", v("v1.10.0")),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     refused(&run, &webhook, "moves the minor version (1.9 → 1.10)");
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("*={}", v("v2.0.0"))]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={}", v("v2.0.0")),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     refused(&run, &webhook, "moves the major version (1 → 2)");
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("*={R}-arm64:v1.9.4")]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={R}-arm64:v1.9.4"),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     refused(&run, &webhook, "changes the repository");
     assert_eq!(c.agent_images(), before, "nothing refused was stored");
 
     // --dry-run=server: the same decision, and nothing stored either way.
     c.settle().await;
     let rv = c.sim.resource_version();
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("*={}", v("v1.10.0")), "--dry-run=server"]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={}", v("v1.10.0")),
+                    "--dry-run=server",
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     refused(&run, &webhook, "moves the minor version");
-    let run = c.kubectl(&[&ns[..], &["set", "image", "ds/cce-cni-node-agent", &format!("*={}", v("v1.9.4")), "--dry-run=server"]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={}", v("v1.9.4")),
+                    "--dry-run=server",
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
     assert!(run.stdout.contains("(server dry run)"), "{}", run.stdout);
     assert_eq!(c.sim.resource_version(), rv, "a dry run stores nothing");
 
     // The SOP's command, verbatim.
     let run = c
-        .kubectl(&[&ns[..], &["set", "image", "daemonset/cce-cni-node-agent", &format!("cce-cni-node-agent={}", v("v1.9.4")), &format!("install-cni-binary={}", v("v1.9.4"))]].concat())
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "daemonset/cce-cni-node-agent",
+                    &format!("cce-cni-node-agent={}", v("v1.9.4")),
+                    &format!("install-cni-binary={}", v("v1.9.4")),
+                ],
+            ]
+            .concat(),
+        )
         .await;
     accepted(&run);
     assert!(run.stderr.contains("Warning: cce-cni-guard: Deployment kube-system/cce-eni-ipam runs v1.9.3; bring it to v1.9.4 next"), "{}", run.stderr);
@@ -165,62 +314,187 @@ async fn every_write_path(version: &str) {
     // patch, all three types, on ipam.
     let run = c.kubectl(&[&ns[..], &["patch", "deploy", "cce-eni-ipam", "-p", &format!(r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"cce-eni-ipam","image":"{}"}}]}}}}}}}}"#, v("v1.10.0"))]].concat()).await;
     refused(&run, &webhook, "moves the minor version");
-    assert!(run.stderr.starts_with("Error from server (Forbidden): admission webhook"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .starts_with("Error from server (Forbidden): admission webhook"),
+        "{}",
+        run.stderr
+    );
     let run = c.kubectl(&[&ns[..], &["patch", "deploy", "cce-eni-ipam", "--type=json", "-p", &format!(r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{}"}}]"#, v("latest"))]].concat()).await;
     refused(&run, &webhook, "\"latest\" is not a version");
-    let run = c.kubectl(&[&ns[..], &["patch", "ds", "cce-cni-node-agent", "--type=merge", "-p", r#"{"metadata":{"labels":{"team":"network"}}}"#]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "patch",
+                    "ds",
+                    "cce-cni-node-agent",
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"labels":{"team":"network"}}}"#,
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
     let run = c.kubectl(&[&ns[..], &["patch", "deploy", "cce-eni-ipam", "--type=json", "-p", &format!(r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{}"}}]"#, v("v1.9.4"))]].concat()).await;
     accepted(&run);
 
     // apply of an edited manifest, replace, and edit.
-    let yaml = c.kubectl(&[&ns[..], &["get", "ds", "cce-cni-node-agent", "-o", "yaml"]].concat()).await.stdout;
+    let yaml = c
+        .kubectl(&[&ns[..], &["get", "ds", "cce-cni-node-agent", "-o", "yaml"]].concat())
+        .await
+        .stdout;
     let edited = yaml.replace(&v("v1.9.4"), &v("v1.11.0"));
     let file = c.file("edited.yaml", &edited);
     let run = c.kubectl(&["apply", "-f", file.to_str().unwrap()]).await;
     refused(&run, &webhook, "moves the minor version (1.9 → 1.11)");
     let run = c.kubectl(&["replace", "-f", file.to_str().unwrap()]).await;
     refused(&run, &webhook, "moves the minor version (1.9 → 1.11)");
-    let script = c.file("editor.sh", &format!("#!/bin/sh\nsed -i 's#{}#{}#' \"$1\"\n", v("v1.9.4"), v("v1.10.2")));
+    let script = c.file(
+        "editor.sh",
+        &format!(
+            "#!/bin/sh\nsed -i 's#{}#{}#' \"$1\"\n",
+            v("v1.9.4"),
+            v("v1.10.2")
+        ),
+    );
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let run = c.kubectl_env(&[&ns[..], &["edit", "ds", "cce-cni-node-agent"]].concat(), &[("KUBE_EDITOR", script.to_str().unwrap())]).await;
+    let run = c
+        .kubectl_env(
+            &[&ns[..], &["edit", "ds", "cce-cni-node-agent"]].concat(),
+            &[("KUBE_EDITOR", script.to_str().unwrap())],
+        )
+        .await;
     refused(&run, &webhook, "moves the minor version (1.9 → 1.10)");
-    assert!(run.stderr.contains("could not be patched"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("could not be patched"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(c.agent_images(), (v("v1.9.4"), v("v1.9.4")));
 
     // rollout undo to an earlier patch revision: a patch downgrade, allowed with a warning.
-    let run = c.kubectl(&[&ns[..], &["rollout", "undo", "daemonset/cce-cni-node-agent"]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &["rollout", "undo", "daemonset/cce-cni-node-agent"],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
     assert!(run.stderr.contains("patch downgrade"), "{}", run.stderr);
     assert_eq!(c.agent_images(), (v("v1.9.3"), v("v1.9.3")));
 
     // An exempt identity may make a minor change; the response carries the warning.
     let context = "helm-operator@cce-sim";
-    let run = c.kubectl(&[&ns[..], &["--context", context, "set", "image", "ds/cce-cni-node-agent", &format!("*={}", v("v1.10.0"))]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "--context",
+                    context,
+                    "set",
+                    "image",
+                    "ds/cce-cni-node-agent",
+                    &format!("*={}", v("v1.10.0")),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
-    assert!(run.stderr.contains("Warning: cce-cni-guard: exempted (user:helm-operator)"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Warning: cce-cni-guard: exempted (user:helm-operator)"),
+        "{}",
+        run.stderr
+    );
 
     // CREATE of a mismatched DaemonSet is refused.
-    let mut ds: Value = serde_json::from_str(&c.kubectl(&[&ns[..], &["get", "ds", "cce-cni-node-agent", "-o", "json"]].concat()).await.stdout).unwrap();
-    accepted(&c.kubectl(&[&ns[..], &["delete", "ds", "cce-cni-node-agent", "--wait=false"]].concat()).await);
-    for field in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+    let mut ds: Value = serde_json::from_str(
+        &c.kubectl(&[&ns[..], &["get", "ds", "cce-cni-node-agent", "-o", "json"]].concat())
+            .await
+            .stdout,
+    )
+    .unwrap();
+    accepted(
+        &c.kubectl(
+            &[
+                &ns[..],
+                &["delete", "ds", "cce-cni-node-agent", "--wait=false"],
+            ]
+            .concat(),
+        )
+        .await,
+    );
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+    ] {
         ds["metadata"].as_object_mut().unwrap().remove(field);
     }
     ds.as_object_mut().unwrap().remove("status");
     ds["spec"]["template"]["spec"]["containers"][0]["image"] = v("v1.10.1").into();
     let file = c.file("mismatched.json", &ds.to_string());
     let run = c.kubectl(&["create", "-f", file.to_str().unwrap()]).await;
-    refused(&run, &webhook, "\"install-cni-binary\" runs registry.baidubce.com/cce-plugin-pro/cce-cni:v1.10.0");
+    refused(
+        &run,
+        &webhook,
+        "\"install-cni-binary\" runs registry.baidubce.com/cce-plugin-pro/cce-cni:v1.10.0",
+    );
 
     // With the webhook stopped, guarded writes fail closed; other objects are unaffected.
     let mut c = c;
     c.guard.take().unwrap().stop().await;
-    let run = c.kubectl(&[&ns[..], &["scale", "deploy", "cce-eni-ipam", "--replicas=3"]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &["scale", "deploy", "cce-eni-ipam", "--replicas=3"],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
-    let run = c.kubectl(&[&ns[..], &["set", "image", "deploy/cce-eni-ipam", &format!("cce-eni-ipam={}", v("v1.9.5"))]].concat()).await;
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &[
+                    "set",
+                    "image",
+                    "deploy/cce-eni-ipam",
+                    &format!("cce-eni-ipam={}", v("v1.9.5")),
+                ],
+            ]
+            .concat(),
+        )
+        .await;
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("Internal error occurred: failed calling webhook"), "{}", run.stderr);
-    let run = c.kubectl(&[&ns[..], &["create", "configmap", "unrelated", "--from-literal=a=b"]].concat()).await;
+    assert!(
+        run.stderr
+            .contains("Internal error occurred: failed calling webhook"),
+        "{}",
+        run.stderr
+    );
+    let run = c
+        .kubectl(
+            &[
+                &ns[..],
+                &["create", "configmap", "unrelated", "--from-literal=a=b"],
+            ]
+            .concat(),
+        )
+        .await;
     accepted(&run);
     let _ = GUARD_USER;
     c.sim.shutdown().await;
