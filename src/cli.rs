@@ -67,12 +67,19 @@ pub enum Command {
     Upgrade(crate::upgrade::UpgradeArgs),
     /// Roll back (SOP §3): ipam first, then the agent. Exit 0 done, 1 failed, 2 refused.
     Rollback(crate::upgrade::RollbackArgs),
+    /// Everything end to end on the embedded simulated cluster, in one command (under a minute).
+    Demo(crate::demo::DemoArgs),
 }
 
 pub fn main() -> ExitCode {
     crate::install_crypto_provider();
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    // The demo's transcript is its output; its in-process servers only speak up for problems.
+    let level = match &cli.command {
+        Command::Demo(_) if cli.log_level == "info" => "warn",
+        _ => cli.log_level.as_str(),
+    };
+    init_logging(cli.log_format, level);
     match &cli.command {
         Command::Review(args) => return offline_exit(crate::offline::review(args)),
         Command::Check(args) => return offline_exit(crate::offline::check(args)),
@@ -94,6 +101,12 @@ pub fn main() -> ExitCode {
             Command::History(args) => Some(crate::upgrade::history(args.clone()).await),
             Command::Upgrade(args) => Some(crate::upgrade::upgrade(args.clone()).await),
             Command::Rollback(args) => Some(crate::upgrade::rollback(args.clone()).await),
+            Command::Demo(args) => {
+                Some(crate::demo::run(args.clone()).await.unwrap_or_else(|err| {
+                    eprintln!("error: the demo could not start: {err:#}");
+                    2
+                }))
+            }
             _ => None,
         }
     });
@@ -110,7 +123,8 @@ pub fn main() -> ExitCode {
             | Command::Status(_)
             | Command::History(_)
             | Command::Upgrade(_)
-            | Command::Rollback(_) => Ok(()),
+            | Command::Rollback(_)
+            | Command::Demo(_) => Ok(()),
         }
     });
     match result {

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod certs_cluster;
 pub mod cli;
 pub mod cluster;
+pub mod demo;
 pub mod manifest;
 pub mod offline;
 pub mod policy;

@@ -885,6 +885,134 @@ pub fn selector_matches(selector: &Value, labels: &BTreeMap<String, String>) -> 
     true
 }
 
+/// The simulated apiserver's admission: registered ValidatingWebhookConfigurations, read from
+/// the store on every write, called through [`WebhookDispatcher`]. Registration of a
+/// configuration the simulation cannot evaluate is refused (422) with the reason.
+pub struct WebhookAdmission {
+    sim: std::sync::OnceLock<crate::sim::SimHandle>,
+    dispatcher: WebhookDispatcher,
+}
+
+impl WebhookAdmission {
+    pub fn new(resolve_service: ServiceResolver) -> Arc<Self> {
+        Arc::new(Self {
+            sim: std::sync::OnceLock::new(),
+            dispatcher: WebhookDispatcher::new(resolve_service),
+        })
+    }
+
+    /// Installs the admission into a running sim.
+    pub fn install(self: &Arc<Self>, sim: &crate::sim::SimHandle) {
+        let _ = self.sim.set(sim.clone());
+        sim.set_admission_hook(Some(
+            self.clone() as Arc<dyn crate::sim::server::AdmissionHook>
+        ));
+    }
+}
+
+impl crate::sim::server::AdmissionHook for WebhookAdmission {
+    fn admit(
+        &self,
+        request: crate::sim::server::AdmissionRequest,
+    ) -> futures::future::BoxFuture<'static, crate::sim::server::AdmissionVerdict> {
+        use crate::sim::model::Resource;
+        use crate::sim::server::{AdmissionVerdict as Hook, Operation as Op};
+        let Some(sim) = self.sim.get().cloned() else {
+            return Box::pin(async { Hook::allow() });
+        };
+        if request.resource == Resource::ValidatingWebhookConfigurations
+            && request.subresource.is_none()
+        {
+            if let Some(object) = &request.object
+                && let Err(reason) = validate_configuration(object)
+            {
+                let message = format!(
+                    "ValidatingWebhookConfiguration.admissionregistration.k8s.io {:?} is invalid: {reason}",
+                    request.name
+                );
+                let status = json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": message, "reason": "Invalid", "code": 422,
+                    "details": {"name": request.name, "group": "admissionregistration.k8s.io", "kind": "ValidatingWebhookConfiguration"},
+                });
+                return Box::pin(async move {
+                    Hook::Deny {
+                        status,
+                        warnings: Vec::new(),
+                    }
+                });
+            }
+            return Box::pin(async { Hook::allow() });
+        }
+        let configurations = sim.list(Resource::ValidatingWebhookConfigurations, None);
+        if configurations.is_empty() {
+            return Box::pin(async { Hook::allow() });
+        }
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let mut namespace_labels: BTreeMap<String, String> = if namespace.is_empty() {
+            BTreeMap::new()
+        } else {
+            sim.get(Resource::Namespaces, None, &namespace)
+                .and_then(|ns| {
+                    ns.pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .cloned()
+                })
+                .map(|m| {
+                    m.into_iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if !namespace.is_empty() {
+            // The apiserver guarantees this label on every namespace.
+            namespace_labels.insert("kubernetes.io/metadata.name".into(), namespace.clone());
+        }
+        let operation = match request.operation {
+            Op::Create => AdmissionOperation::Create,
+            Op::Update => AdmissionOperation::Update,
+            Op::Delete => AdmissionOperation::Delete,
+        };
+        let options_kind = match request.operation {
+            Op::Create => "CreateOptions",
+            Op::Update => "UpdateOptions",
+            Op::Delete => "DeleteOptions",
+        };
+        let attributes = AdmissionAttributes {
+            operation,
+            group: request.group,
+            version: request.version,
+            resource: request.plural,
+            sub_resource: request.subresource.unwrap_or_default(),
+            kind_group: request.kind_group,
+            kind_version: request.kind_version,
+            kind: request.kind,
+            namespace,
+            name: request.name,
+            object: request.object,
+            old_object: request.old_object,
+            dry_run: request.dry_run,
+            user: AdmissionUser {
+                username: request.user.username,
+                uid: String::new(),
+                groups: request.user.groups,
+            },
+            options: Some(json!({"kind": options_kind, "apiVersion": "meta.k8s.io/v1"})),
+            namespace_labels,
+        };
+        let dispatcher = self.dispatcher.clone();
+        Box::pin(async move {
+            match dispatcher.admit(&configurations, &attributes).await {
+                AdmissionVerdict::Allowed { warnings, .. } => Hook::Allow { warnings },
+                AdmissionVerdict::Denied {
+                    status, warnings, ..
+                } => Hook::Deny { status, warnings },
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1107,107 +1235,5 @@ mod tests {
             }
             other => panic!("expected a denial, got {other:?}"),
         }
-    }
-}
-
-/// The simulated apiserver's admission: registered ValidatingWebhookConfigurations, read from
-/// the store on every write, called through [`WebhookDispatcher`]. Registration of a
-/// configuration the simulation cannot evaluate is refused (422) with the reason.
-pub struct WebhookAdmission {
-    sim: std::sync::OnceLock<crate::sim::SimHandle>,
-    dispatcher: WebhookDispatcher,
-}
-
-impl WebhookAdmission {
-    pub fn new(resolve_service: ServiceResolver) -> Arc<Self> {
-        Arc::new(Self { sim: std::sync::OnceLock::new(), dispatcher: WebhookDispatcher::new(resolve_service) })
-    }
-
-    /// Installs the admission into a running sim.
-    pub fn install(self: &Arc<Self>, sim: &crate::sim::SimHandle) {
-        let _ = self.sim.set(sim.clone());
-        sim.set_admission_hook(Some(self.clone() as Arc<dyn crate::sim::server::AdmissionHook>));
-    }
-}
-
-impl crate::sim::server::AdmissionHook for WebhookAdmission {
-    fn admit(
-        &self,
-        request: crate::sim::server::AdmissionRequest,
-    ) -> futures::future::BoxFuture<'static, crate::sim::server::AdmissionVerdict> {
-        use crate::sim::model::Resource;
-        use crate::sim::server::{AdmissionVerdict as Hook, Operation as Op};
-        let Some(sim) = self.sim.get().cloned() else {
-            return Box::pin(async { Hook::allow() });
-        };
-        if request.resource == Resource::ValidatingWebhookConfigurations && request.subresource.is_none() {
-            if let Some(object) = &request.object
-                && let Err(reason) = validate_configuration(object)
-            {
-                let message = format!(
-                    "ValidatingWebhookConfiguration.admissionregistration.k8s.io {:?} is invalid: {reason}",
-                    request.name
-                );
-                let status = json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "message": message, "reason": "Invalid", "code": 422,
-                    "details": {"name": request.name, "group": "admissionregistration.k8s.io", "kind": "ValidatingWebhookConfiguration"},
-                });
-                return Box::pin(async move { Hook::Deny { status, warnings: Vec::new() } });
-            }
-            return Box::pin(async { Hook::allow() });
-        }
-        let configurations = sim.list(Resource::ValidatingWebhookConfigurations, None);
-        if configurations.is_empty() {
-            return Box::pin(async { Hook::allow() });
-        }
-        let namespace = request.namespace.clone().unwrap_or_default();
-        let mut namespace_labels: BTreeMap<String, String> = if namespace.is_empty() {
-            BTreeMap::new()
-        } else {
-            sim.get(Resource::Namespaces, None, &namespace)
-                .and_then(|ns| ns.pointer("/metadata/labels").and_then(Value::as_object).cloned())
-                .map(|m| m.into_iter().filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned()))).collect())
-                .unwrap_or_default()
-        };
-        if !namespace.is_empty() {
-            // The apiserver guarantees this label on every namespace.
-            namespace_labels.insert("kubernetes.io/metadata.name".into(), namespace.clone());
-        }
-        let operation = match request.operation {
-            Op::Create => AdmissionOperation::Create,
-            Op::Update => AdmissionOperation::Update,
-            Op::Delete => AdmissionOperation::Delete,
-        };
-        let options_kind = match request.operation {
-            Op::Create => "CreateOptions",
-            Op::Update => "UpdateOptions",
-            Op::Delete => "DeleteOptions",
-        };
-        let attributes = AdmissionAttributes {
-            operation,
-            group: request.group,
-            version: request.version,
-            resource: request.plural,
-            sub_resource: request.subresource.unwrap_or_default(),
-            kind_group: request.kind_group,
-            kind_version: request.kind_version,
-            kind: request.kind,
-            namespace,
-            name: request.name,
-            object: request.object,
-            old_object: request.old_object,
-            dry_run: request.dry_run,
-            user: AdmissionUser { username: request.user.username, uid: String::new(), groups: request.user.groups },
-            options: Some(json!({"kind": options_kind, "apiVersion": "meta.k8s.io/v1"})),
-            namespace_labels,
-        };
-        let dispatcher = self.dispatcher.clone();
-        Box::pin(async move {
-            match dispatcher.admit(&configurations, &attributes).await {
-                AdmissionVerdict::Allowed { warnings, .. } => Hook::Allow { warnings },
-                AdmissionVerdict::Denied { status, warnings, .. } => Hook::Deny { status, warnings },
-            }
-        })
     }
 }

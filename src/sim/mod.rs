@@ -152,9 +152,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     // Read the guard's configuration before anything starts: a bad file is a usage error.
     let guard_config = match &args.guard_config {
         Some(path) => Some(
-            crate::offline::ConfigArg { config: Some(path.clone()) }
-                .load()
-                .map_err(|e| anyhow::anyhow!("--guard-config: {e}"))?,
+            crate::offline::ConfigArg {
+                config: Some(path.clone()),
+            }
+            .load()
+            .map_err(|e| anyhow::anyhow!("--guard-config: {e}"))?,
         ),
         None => None,
     };
@@ -184,7 +186,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         args.kubeconfig.display()
     );
     if let Some(g) = &guard {
-        eprintln!("guard webhook serving at https://{} and registered as {}", g.addr(), g.webhook_names().join(", "));
+        eprintln!(
+            "guard webhook serving at https://{} and registered as {}",
+            g.addr(),
+            g.webhook_names().join(", ")
+        );
     }
     wait_for_signal().await?;
     tracing::info!("stopping the simulated cluster");

@@ -353,7 +353,9 @@ fn sync_pod(
     status.insert("hostIPs".into(), json!([{"ip": host_ip}]));
     status.insert("podIP".into(), json!(pod_ip));
     status.insert("podIPs".into(), json!([{"ip": pod_ip}]));
-    status.insert("startTime".into(), json!(start_ts));
+    // Milliseconds, unlike other timestamps: the ready delay is measured from it, and
+    // sub-second delays need more than whole seconds (clients parse fractions fine).
+    status.insert("startTime".into(), json!(util::timestamp_millis(started)));
     if !init_statuses.is_empty() {
         status.insert("initContainerStatuses".into(), Value::Array(init_statuses));
     }

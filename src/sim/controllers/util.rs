@@ -176,6 +176,13 @@ pub fn timestamp(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// RFC 3339 with milliseconds.
+pub fn timestamp_millis(t: OffsetDateTime) -> String {
+    let ms = t.millisecond();
+    let t = t.replace_nanosecond(u32::from(ms) * 1_000_000).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
 pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
