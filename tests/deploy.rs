@@ -664,3 +664,104 @@ fn chart_args_parse_with_the_real_command_line() {
         );
     }
 }
+
+/// deploy/upgrade/'s Job runs the real `upgrade` with the guard's configuration, and its Role
+/// grants what the upgrader does to the two workloads and nothing cluster-wide.
+#[test]
+fn upgrade_job_example_runs_the_real_upgrader_with_a_narrow_role() {
+    use cce_cni_guard::cli::{Cli, Command};
+    use clap::Parser;
+
+    let objs = objects("upgrade/upgrade-job.yaml");
+    let job = of_kind(&objs, "Job")[0];
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert!(job["spec"]["activeDeadlineSeconds"].as_u64().unwrap() > 0);
+    assert!(job["spec"]["ttlSecondsAfterFinished"].as_u64().unwrap() > 0);
+    let pod = &job["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let mut argv = vec!["cce-cni-guard".to_owned()];
+    argv.extend(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned()),
+    );
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let Command::Upgrade(upgrade) = cli.command else {
+        panic!("not upgrade: {argv:?}")
+    };
+    assert_eq!(upgrade.to.as_deref(), Some("v1.9.5"));
+    assert!(!upgrade.dry_run);
+    assert_eq!(upgrade.run.cluster.namespace, "kube-system");
+    // The configuration it reads is the webhook's, mounted from the same ConfigMap.
+    let config_path = upgrade.run.config.config.expect("--config");
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert!(config_path.starts_with(mount));
+    let all = all_objects();
+    let config_map = of_kind(&all, "ConfigMap")[0];
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"],
+        config_map["metadata"]["name"]
+    );
+    assert_eq!(
+        pod["serviceAccountName"],
+        of_kind(&objs, "ServiceAccount")[0]["metadata"]["name"]
+    );
+
+    assert!(of_kind(&objs, "ClusterRole").is_empty());
+    let role = of_kind(&objs, "Role")[0];
+    assert_eq!(role["metadata"]["namespace"], "kube-system");
+    let grants = |group: &str, resource: &str, verb: &str| -> Option<Vec<String>> {
+        role["rules"].as_array().unwrap().iter().find_map(|r| {
+            let has = |field: &str, v: &str| r[field].as_array().unwrap().iter().any(|x| x == v);
+            (has("apiGroups", group) && has("resources", resource) && has("verbs", verb)).then(
+                || {
+                    r.get("resourceNames")
+                        .and_then(Value::as_array)
+                        .map(|n| n.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
+                        .unwrap_or_default()
+                },
+            )
+        })
+    };
+    let named = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        grants("apps", "daemonsets", "patch"),
+        named(&["cce-cni-node-agent"])
+    );
+    assert_eq!(
+        grants("apps", "deployments", "patch"),
+        named(&["cce-eni-ipam"])
+    );
+    assert_eq!(
+        grants("apps", "deployments/scale", "patch"),
+        named(&["cce-eni-ipam"])
+    );
+    assert_eq!(
+        grants("", "configmaps", "get"),
+        named(&["cce-cni-node-agent"])
+    );
+    assert_eq!(
+        grants("coordination.k8s.io", "leases", "update"),
+        named(&["cce-cni-guard-upgrade"])
+    );
+    assert_eq!(
+        grants("coordination.k8s.io", "leases", "create"),
+        named(&[])
+    );
+    assert_eq!(grants("", "events", "create"), named(&[]));
+    for (group, resource) in [
+        ("", "pods"),
+        ("apps", "replicasets"),
+        ("apps", "controllerrevisions"),
+    ] {
+        assert_eq!(grants(group, resource, "watch"), named(&[]), "{resource}");
+        assert_eq!(
+            grants(group, resource, "patch"),
+            None,
+            "{resource} is read only"
+        );
+    }
+    assert_eq!(grants("", "secrets", "get"), None);
+}
