@@ -531,18 +531,7 @@ impl<'a> Executor<'a> {
                 match agent_progress(ds, &pods, &containers, &image, ready_before) {
                     Progress::Done(counts) => Control::Break(Ok(counts)),
                     Progress::Failed(why) => Control::Break(Err(why)),
-                    Progress::Waiting(counts) => {
-                        if printer.expired(now) {
-                            return Control::Break(Err(format!(
-                                "{} did not finish its rollout within {} ({})",
-                                a.display_name(),
-                                human(deadline),
-                                counts.line()
-                            )));
-                        }
-                        printer.show(&counts.line(), now);
-                        Control::Continue(counts.line())
-                    }
+                    Progress::Waiting(counts) => printer.still_rolling(counts.line(), now),
                 }
             },
         )
@@ -593,16 +582,7 @@ impl<'a> Executor<'a> {
                                 return Control::Break(Ok(WaitOutcome::Stuck(judgement.stuck)));
                             }
                         }
-                        if printer.expired(now) {
-                            return Control::Break(Err(format!(
-                                "{} did not finish its rollout within {} ({})",
-                                i.display_name(),
-                                human(deadline),
-                                counts.line()
-                            )));
-                        }
-                        printer.show(&counts.line(), now);
-                        Control::Continue(counts.line())
+                        printer.still_rolling(counts.line(), now)
                     }
                 }
             },
@@ -832,6 +812,23 @@ impl ProgressPrinter {
 
     fn expired(&self, now: tokio::time::Instant) -> bool {
         now.duration_since(self.started) >= self.deadline
+    }
+
+    /// A rollout still under way: past the deadline a failure, else a progress line.
+    fn still_rolling<T>(
+        &mut self,
+        line: String,
+        now: tokio::time::Instant,
+    ) -> Control<Result<T, String>> {
+        if self.expired(now) {
+            return Control::Break(Err(format!(
+                "{} did not finish its rollout within {} ({line})",
+                self.label,
+                human(self.deadline)
+            )));
+        }
+        self.show(&line, now);
+        Control::Continue(line)
     }
 
     fn show(&mut self, line: &str, now: tokio::time::Instant) {
