@@ -30,8 +30,11 @@ pub enum LogFormat {
 
 /// Sets up structured logging on stderr; stdout stays for command output.
 pub fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(with_quiet_tls(filter)).unwrap_or_else(|err| {
+            eprintln!("warning: --log-level {filter:?} is not a valid filter ({err}); using info");
+            tracing_subscriber::EnvFilter::new(with_quiet_tls("info"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -43,6 +46,17 @@ pub fn init_logging(format: LogFormat, filter: &str) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// rustls warns at every handshake about harmless client quirks (an IP address sent as SNI, as
+/// curl and load generators do): one line per connection on the accept path. Our own
+/// handshake-failure line says what matters; `--log-level rustls=debug` brings them back.
+fn with_quiet_tls(filter: &str) -> String {
+    if filter.contains("rustls") {
+        filter.to_owned()
+    } else {
+        format!("{filter},rustls=error")
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +71,7 @@ pub enum Command {
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(crate::certs::CertsArgs),
     /// Run the simulated CCE v1 cluster until stopped.
+    #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
     /// The SOP's checks as one table. Exit 0 healthy, 1 not.
     Status(crate::upgrade::InspectArgs),
@@ -68,6 +83,7 @@ pub enum Command {
     /// Roll back (SOP §3): ipam first, then the agent. Exit 0 done, 1 failed, 2 refused.
     Rollback(crate::upgrade::RollbackArgs),
     /// Everything end to end on the embedded simulated cluster, in one command (under a minute).
+    #[cfg(feature = "sim")]
     Demo(crate::demo::DemoArgs),
 }
 
@@ -76,6 +92,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's transcript is its output; its in-process servers only speak up for problems.
     let level = match &cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo(_) if cli.log_level == "info" => "warn",
         _ => cli.log_level.as_str(),
     };
@@ -101,6 +118,7 @@ pub fn main() -> ExitCode {
             Command::History(args) => Some(crate::upgrade::history(args.clone()).await),
             Command::Upgrade(args) => Some(crate::upgrade::upgrade(args.clone()).await),
             Command::Rollback(args) => Some(crate::upgrade::rollback(args.clone()).await),
+            #[cfg(feature = "sim")]
             Command::Demo(args) => {
                 Some(crate::demo::run(args.clone()).await.unwrap_or_else(|err| {
                     eprintln!("error: the demo could not start: {err:#}");
@@ -117,14 +135,16 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => crate::webhook::run(args).await,
             Command::Certs(args) => crate::certs::run(args),
+            #[cfg(feature = "sim")]
             Command::Sim(args) => crate::sim::run(args).await,
             Command::Review(_)
             | Command::Check(_)
             | Command::Status(_)
             | Command::History(_)
             | Command::Upgrade(_)
-            | Command::Rollback(_)
-            | Command::Demo(_) => Ok(()),
+            | Command::Rollback(_) => Ok(()),
+            #[cfg(feature = "sim")]
+            Command::Demo(_) => Ok(()),
         }
     });
     match result {
@@ -141,4 +161,21 @@ fn offline_exit(result: Result<ExitCode, crate::offline::OfflineError>) -> ExitC
         eprintln!("error: {err}");
         ExitCode::from(crate::offline::EXIT_INVALID)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_tls;
+
+    #[test]
+    fn rustls_is_quiet_unless_asked_for() {
+        assert_eq!(with_quiet_tls("info"), "info,rustls=error");
+        assert_eq!(with_quiet_tls("debug,rustls=debug"), "debug,rustls=debug");
+        for filter in ["info", "warn", "cce_cni_guard=debug", ""] {
+            assert!(
+                tracing_subscriber::EnvFilter::try_new(with_quiet_tls(filter)).is_ok(),
+                "{filter:?}"
+            );
+        }
+    }
 }
