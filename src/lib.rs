@@ -9,11 +9,13 @@ pub mod certs;
 pub mod certs_cluster;
 pub mod cli;
 pub mod cluster;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod manifest;
 pub mod offline;
 pub mod policy;
 pub mod review;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod tls;
 pub mod upgrade;
