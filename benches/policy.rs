@@ -68,6 +68,10 @@ fn benches(c: &mut Criterion) {
         outcome.http_status, 200,
         "the benchmark fixture must be a valid review"
     );
+    // The floor under any serde_json-based review: every byte checked, nothing built.
+    c.bench_function("json_validate_only_22kb", |b| {
+        b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).is_ok())
+    });
     c.bench_function("whole_review_22kb", |b| {
         b.iter(|| cce_cni_guard::review::review(black_box(body), &config, &NoSiblings))
     });
