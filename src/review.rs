@@ -1,18 +1,17 @@
 //! One AdmissionReview in, one AdmissionReview out: the webhook's `POST /validate` and the
 //! offline `review` command share this, so they answer byte for byte the same.
 //!
-//! The request is decoded in one pass into kube's `AdmissionRequest` over a view of the object
-//! that keeps only what the policy reads (name, namespace, containers' names and images):
-//! managedFields, status and the rest are skipped without being built, which is where the time
-//! of a 20 KB review would otherwise go.
+//! The request is decoded in one pass into a view that keeps only what the policy reads (the
+//! request's header, and of each object its name, namespace, containers' names and images):
+//! managedFields, status, options and the rest are checked as JSON and skipped without being
+//! built, which is where the time of a 20 KB review would otherwise go. The response is
+//! written straight from the decision, keys in sorted order, so `serve` and `review` answer
+//! byte for byte the same.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use kube::core::response::StatusSummary;
-use serde::Deserialize;
+use kube::core::admission::Operation as AdmissionOperation;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::policy::{
@@ -62,53 +61,17 @@ pub struct RequestSummary {
 /// A workload as the policy sees it: identity and pod-template images, nothing else.
 #[derive(Debug, Clone)]
 pub struct TemplateView {
-    metadata: ObjectMeta,
+    name: Option<String>,
     template: Result<PodTemplateImages, TemplateError>,
-}
-
-impl kube::Resource for TemplateView {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("apps")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("v1")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
 }
 
 impl<'de> Deserialize<'de> for TemplateView {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let view = ObjectView::deserialize(deserializer)?;
-        let metadata = ObjectMeta {
-            name: view.metadata.name,
-            namespace: view.metadata.namespace,
-            ..Default::default()
-        };
         Ok(Self {
-            metadata,
+            name: view.metadata.name,
             template: view.spec.into_template(),
         })
-    }
-}
-
-impl serde::Serialize for TemplateView {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Only responses are serialised, and they carry no objects.
-        serializer.serialize_none()
     }
 }
 
@@ -124,8 +87,6 @@ struct ObjectView {
 struct MetaView {
     #[serde(default)]
     name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -202,7 +163,41 @@ struct Envelope {
     api_version: String,
     #[serde(default)]
     kind: String,
-    request: Option<AdmissionRequest<TemplateView>>,
+    request: Option<RequestView>,
+}
+
+/// The request as the policy reads it. Strict where the policy depends on it (an unknown
+/// operation or a misshapen object fails the fast path and is judged by `review_slow`),
+/// and blind to the rest (`options`, `resource`, `userInfo.extra`, …).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestView {
+    #[serde(default)]
+    uid: String,
+    kind: HeaderKind,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: AdmissionOperation,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    user_info: UserView,
+    #[serde(default)]
+    object: Option<TemplateView>,
+    #[serde(default)]
+    old_object: Option<TemplateView>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct UserView {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
 }
 
 /// The envelope again, lazily, when the one-pass decode failed and we need to say why.
@@ -267,7 +262,7 @@ fn judge(envelope: Envelope, config: &Config, siblings: &dyn SiblingLookup) -> R
     if let Err(reason) = check_envelope(&envelope.api_version, &envelope.kind) {
         return bad_request(reason, RequestSummary::default());
     }
-    let Some(mut request) = envelope.request else {
+    let Some(request) = envelope.request else {
         return bad_request(
             "the AdmissionReview has no request".into(),
             RequestSummary::default(),
@@ -277,30 +272,26 @@ fn judge(envelope: Envelope, config: &Config, siblings: &dyn SiblingLookup) -> R
         request
             .object
             .as_ref()
-            .and_then(|o| o.metadata.name.clone())
+            .and_then(|o| o.name.clone())
             .unwrap_or_default()
     } else {
-        request.name.clone()
+        request.name
     };
     let summary = RequestSummary {
-        uid: request.uid.clone(),
-        api_version: envelope.api_version.clone(),
+        uid: request.uid,
+        api_version: envelope.api_version,
         operation: operation_name(&request.operation).to_owned(),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: name.clone(),
-        sub_resource: request.sub_resource.clone(),
-        username: request.user_info.username.clone().unwrap_or_default(),
-        groups: request.user_info.groups.clone().unwrap_or_default(),
-        dry_run: request.dry_run,
+        kind: request.kind.kind,
+        namespace: request.namespace.unwrap_or_default(),
+        name,
+        sub_resource: request.sub_resource,
+        username: request.user_info.username.unwrap_or_default(),
+        groups: request.user_info.groups.unwrap_or_default(),
+        dry_run: request.dry_run.unwrap_or(false),
     };
-    if request.uid.is_empty() {
+    if summary.uid.is_empty() {
         return bad_request("the AdmissionReview request has no uid".into(), summary);
     }
-    request.types = kube::core::TypeMeta {
-        api_version: envelope.api_version,
-        kind: envelope.kind,
-    };
     let user = UserIdentity {
         username: summary.username.clone(),
         groups: summary.groups.clone(),
@@ -308,17 +299,16 @@ fn judge(envelope: Envelope, config: &Config, siblings: &dyn SiblingLookup) -> R
     let policy_request = Request {
         operation: operation(&request.operation),
         group: &request.kind.group,
-        kind: &request.kind.kind,
-        sub_resource: request.sub_resource.as_deref(),
-        namespace: request.namespace.as_deref().unwrap_or_default(),
-        name: &name,
+        kind: &summary.kind,
+        sub_resource: summary.sub_resource.as_deref(),
+        namespace: &summary.namespace,
+        name: &summary.name,
         object: request.object.as_ref().map(|o| o.template.as_ref()),
         old_object: request.old_object.as_ref().map(|o| o.template.as_ref()),
         user: &user,
     };
     let decision = crate::policy::decide(&policy_request, siblings, config);
-    let response = respond(AdmissionResponse::from(&request), &decision);
-    finish(response, decision, summary, None)
+    finish(decision, summary, None)
 }
 
 /// The one-pass decode failed: find out whether it is not an AdmissionReview at all (400) or
@@ -367,12 +357,11 @@ fn review_slow(body: &[u8], config: &Config, siblings: &dyn SiblingLookup) -> Re
         return bad_request("the AdmissionReview request has no uid".into(), summary);
     }
     let mut json = serde_json::Deserializer::from_str(raw_request.get());
-    let reason =
-        match serde_path_to_error::deserialize::<_, AdmissionRequest<TemplateView>>(&mut json) {
-            Err(err) => format!("request.{}: {}", err.path(), err.inner()),
-            // Decodes alone, so the envelope around it was at fault.
-            Ok(_) => "the AdmissionReview cannot be read".to_owned(),
-        };
+    let reason = match serde_path_to_error::deserialize::<_, RequestView>(&mut json) {
+        Err(err) => format!("request.{}: {}", err.path(), err.inner()),
+        // Decodes alone, so the envelope around it was at fault.
+        Ok(_) => "the AdmissionReview cannot be read".to_owned(),
+    };
     let error = TemplateError::Unreadable(reason.clone());
     let user = UserIdentity {
         username: header.user_info.username.clone(),
@@ -395,16 +384,7 @@ fn review_slow(body: &[u8], config: &Config, siblings: &dyn SiblingLookup) -> Re
         user: &user,
     };
     let decision = crate::policy::decide(&request, siblings, config);
-    let mut response = AdmissionResponse::invalid("");
-    response.types = kube::core::TypeMeta {
-        api_version: envelope.api_version,
-        kind: envelope.kind,
-    };
-    response.uid = header.uid.clone();
-    response.allowed = true;
-    response.result = Default::default();
-    let response = respond(response, &decision);
-    finish(response, decision, summary, Some(reason))
+    finish(decision, summary, Some(reason))
 }
 
 fn operation(op: &kube::core::admission::Operation) -> Operation {
@@ -427,35 +407,65 @@ fn operation_name(op: &kube::core::admission::Operation) -> &'static str {
     }
 }
 
-/// Fills the kube response from the decision: denial status, warnings, audit annotations.
-fn respond(mut response: AdmissionResponse, decision: &Decision) -> AdmissionResponse {
-    if !decision.allowed() {
-        response = response.deny(&decision.message);
-        response.result.status = Some(StatusSummary::Failure);
-        response.result.code = 403;
-        response.result.reason = "Forbidden".into();
-    }
-    if !decision.warnings.is_empty() {
-        response.warnings = Some(decision.warnings.clone());
-    }
-    response.audit_annotations = decision
-        .audit_annotations
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    response
+/// The response AdmissionReview. Fields are declared in sorted order, as kube's types
+/// encoded through a sorted map would put them, so the bytes do not depend on the encoder.
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
 }
 
-fn finish(
-    response: AdmissionResponse,
-    decision: Decision,
-    summary: RequestSummary,
-    error: Option<String>,
-) -> ReviewOutcome {
-    let review: AdmissionReview<DynamicObject> = response.into_review();
-    // Through a Value, whose maps are sorted: kube keeps audit annotations in a HashMap, and
-    // `serve` and `review` must answer byte for byte the same.
-    match serde_json::to_value(&review).and_then(|v| serde_json::to_vec(&v)) {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+    status: StatusOut<'a>,
+    uid: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+/// A metav1.Status: empty when allowed, 403 Forbidden with the message when denied.
+#[derive(Serialize, Default)]
+struct StatusOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+}
+
+fn finish(decision: Decision, summary: RequestSummary, error: Option<String>) -> ReviewOutcome {
+    let allowed = decision.allowed();
+    let status = if allowed {
+        StatusOut::default()
+    } else {
+        StatusOut {
+            code: Some(403),
+            message: Some(&decision.message),
+            reason: Some("Forbidden"),
+            status: Some("Failure"),
+        }
+    };
+    let review = ReviewOut {
+        api_version: &summary.api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            allowed,
+            audit_annotations: &decision.audit_annotations,
+            status,
+            uid: &summary.uid,
+            warnings: &decision.warnings,
+        },
+    };
+    match serde_json::to_vec(&review) {
         Ok(body) => ReviewOutcome {
             http_status: 200,
             body,
