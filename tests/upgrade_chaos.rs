@@ -231,7 +231,15 @@ async fn exercise(env: &Env, chaos: Chaos) -> Result<Ran, String> {
     // Each kill ends one run; the next run resumes from the record. The last run is not killed.
     for run in 0..=chaos.kills.len() {
         let out = match chaos.kills.get(run) {
-            None => Some(env.run_within(Duration::from_secs(240), &args, &[]).await),
+            // At debug level, so that the check below reads what the client logs too.
+            None => Some(
+                env.run_within(
+                    Duration::from_secs(240),
+                    &args,
+                    &[("CCE_GUARD_LOG", "debug")],
+                )
+                .await,
+            ),
             Some(Kill::AfterWrites(n)) => {
                 let n = n.to_string();
                 Some(
@@ -261,10 +269,13 @@ async fn exercise(env: &Env, chaos: Chaos) -> Result<Ran, String> {
         dropper.abort();
     }
     let last = last.expect("the last run is never killed");
+    // The last run logs at debug: its stderr's tail is what explains a failure.
+    let stderr: Vec<&str> = last.stderr.lines().collect();
+    let tail = stderr[stderr.len().saturating_sub(80)..].join("\n");
     let context = || {
         format!(
-            "seed {} {:?}: exit codes {codes:?}\n{last}",
-            chaos.seed, chaos
+            "seed {} {:?}: exit codes {codes:?}\n--- stdout\n{}\n--- stderr (last 80 lines)\n{tail}",
+            chaos.seed, chaos, last.stdout
         )
     };
     let outcome = end_state(env, &before).map_err(|why| format!("{why}\n{}", context()))?;
@@ -282,6 +293,13 @@ async fn exercise(env: &Env, chaos: Chaos) -> Result<Ran, String> {
     if broken && outcome != Outcome::RolledBack {
         return Err(format!(
             "the target image is broken, yet {outcome:?}\n{}",
+            context()
+        ));
+    }
+    let token = env.sim.admin_token();
+    if last.stdout.contains(token) || last.stderr.contains(token) {
+        return Err(format!(
+            "the upgrader printed its bearer token\n{}",
             context()
         ));
     }
