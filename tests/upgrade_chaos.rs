@@ -1,7 +1,10 @@
 //! Upgrader chaos (issue #8): 50 seeded runs of `upgrade --to v1.9.4` against the simulated
 //! cluster with the guard registered. Each seed injects its own API failures (5xx, 409, 429 on
-//! chosen verbs and resources), latency, watch drops, maybe kills after the Nth write (each
-//! followed by a rerun, as the Job's restart would), and for some seeds a broken target image.
+//! chosen verbs and resources, before or after the request is carried out), latency, watch
+//! drops, maybe kills after the Nth write or at a moment (each followed by a rerun, as the
+//! Job's restart would), for some a guard outage (a run that exits 3, "rerun to converge", is
+//! rerun once the guard answers), and for some a broken target image. A seed fixes the plan;
+//! the interleaving with the sim's controllers still varies from run to run.
 //!
 //! Every run must end in one of two states, never in between:
 //! - upgraded: all three guarded containers on v1.9.4, both rollouts complete, every pod on it,
@@ -15,8 +18,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use cce_cni_guard::sim::admission::WebhookAdmission;
+use cce_cni_guard::sim::guard::{GUARD_NAMESPACE, GUARD_SERVICE};
 use cce_cni_guard::sim::model::Resource;
 use cce_cni_guard::sim::server::FaultRule;
 use common::{AGENT, Env, FAST, IPAM, NS, image};
@@ -77,6 +83,9 @@ struct Chaos {
     kills: Vec<Kill>,
     /// The target image cannot be pulled: the run must end rolled back.
     broken: bool,
+    /// The guard is unreachable from this moment for this long: the apiserver refuses the
+    /// guarded writes (failurePolicy Fail) as it does with no endpoints behind the Service.
+    outage: Option<(Duration, Duration)>,
 }
 
 /// Requests the upgrader makes, and what an apiserver may answer them with. A 409 only where
@@ -137,13 +146,21 @@ fn chaos(seed: u64) -> Chaos {
         4..=7 => vec![kill(&mut rng)],
         _ => vec![kill(&mut rng), kill(&mut rng)],
     };
+    let broken = rng.chance(25);
+    let outage = rng.chance(25).then(|| {
+        (
+            Duration::from_millis(500 + rng.below(4500)),
+            Duration::from_millis(1000 + rng.below(15000)),
+        )
+    });
     Chaos {
         seed,
         faults,
         latency,
         drop_every,
         kills,
-        broken: rng.chance(25),
+        broken,
+        outage,
     }
 }
 
@@ -215,6 +232,15 @@ async fn exercise(env: &Env, chaos: Chaos) -> Result<Ran, String> {
         }
     }
     env.sim.set_latency(chaos.latency);
+    let outage = chaos.outage.map(|(at, length)| {
+        let down = switchable_guard(env);
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            down.store(true, Ordering::SeqCst);
+            tokio::time::sleep(length).await;
+            down.store(false, Ordering::SeqCst);
+        })
+    });
     let dropper = chaos.drop_every.map(|every| {
         let sim = env.sim.clone();
         tokio::spawn(async move {
@@ -261,6 +287,24 @@ async fn exercise(env: &Env, chaos: Chaos) -> Result<Ran, String> {
                 }
             }
         }
+    }
+    // Exit 3 says "the record is kept: rerun to converge"; an operator reruns once the guard
+    // answers again.
+    if let Some(outage) = outage {
+        let _ = outage.await;
+    }
+    let mut reruns = 0;
+    while last.as_ref().is_some_and(|out| out.code == 3) && reruns < 2 {
+        reruns += 1;
+        let out = env
+            .run_within(
+                Duration::from_secs(240),
+                &args,
+                &[("CCE_GUARD_LOG", "debug")],
+            )
+            .await;
+        codes.push(out.code);
+        last = Some(out);
     }
     for task in armed {
         task.abort();
@@ -590,11 +634,13 @@ async fn fifty_seeded_runs_end_upgraded_or_rolled_back() {
         }
     }
     let mut counts: BTreeMap<(Outcome, bool, bool), usize> = BTreeMap::new();
-    eprintln!("seed  outcome      exits         s  faults / latency / drops / kills / broken");
+    eprintln!(
+        "seed  outcome      exits         s  faults / latency / drops / kills / broken / outage"
+    );
     for r in &ran {
         let c = &r.chaos;
         eprintln!(
-            "{:>4}  {:<11}  {:<12} {:>3.0}  {:?} / {:?} / {:?} / {:?} / {}{}",
+            "{:>4}  {:<11}  {:<12} {:>3.0}  {:?} / {:?} / {:?} / {:?} / {} / {:?}{}",
             c.seed,
             format!("{:?}", r.outcome),
             format!("{:?}", r.codes),
@@ -604,6 +650,7 @@ async fn fifty_seeded_runs_end_upgraded_or_rolled_back() {
             c.drop_every,
             c.kills,
             c.broken,
+            c.outage,
             r.failure
                 .as_deref()
                 .map(|f| format!("\n      failure: {}", f.lines().next().unwrap_or("")))
@@ -673,5 +720,82 @@ async fn a_lost_answer_to_the_lock_write_is_recognised_as_ours() {
     let out = env.run(&args, &[]).await;
     assert_eq!(out.code, 0, "{out}");
     env.assert_images(TO, TO);
+    env.sim.clone().shutdown().await;
+}
+
+/// The sim's webhook admission again, with a Service whose endpoints vanish while `down` is
+/// set (the apiserver then refuses the guarded writes: failurePolicy Fail).
+fn switchable_guard(env: &Env) -> Arc<AtomicBool> {
+    let down = Arc::new(AtomicBool::new(false));
+    let guard = env.guard.addr();
+    let resolver_down = down.clone();
+    WebhookAdmission::new(Arc::new(move |namespace: &str, name: &str, _port: u16| {
+        (namespace == GUARD_NAMESPACE
+            && name == GUARD_SERVICE
+            && !resolver_down.load(Ordering::SeqCst))
+        .then_some(guard)
+    }))
+    .install(&env.sim);
+    down
+}
+
+/// Regression found by the seeds above: a run that ended with its rollback failed (exit 3,
+/// "rerun to converge") was followed by a rerun that started a new upgrade, took the broken
+/// half-upgraded state for the one to come back to, and ended in between. The rerun now
+/// finishes the recorded rollback.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rerun_after_a_failed_rollback_finishes_the_rollback() {
+    let mut args = vec!["upgrade", "--to", TO, "-o", "json"];
+    args.extend_from_slice(FAST);
+    let env = Env::start(|o| o.behaviour.broken_image = Some(r"cce-cni:v1\.9\.4$".into())).await;
+    let was = before(&env);
+    let down = switchable_guard(&env);
+    // The guard becomes unreachable as soon as the rollback starts.
+    let watcher = {
+        let (sim, down) = (env.sim.clone(), down.clone());
+        tokio::spawn(async move {
+            loop {
+                let lease = sim.get(Resource::Leases, Some(NS), "cce-cni-guard-upgrade");
+                let phase = lease
+                    .and_then(|l| {
+                        l["metadata"]["annotations"]
+                            ["cce-cni-guard.cce.baidubce.com/upgrade-record"]
+                            .as_str()
+                            .and_then(|r| serde_json::from_str::<Value>(r).ok())
+                    })
+                    .and_then(|r| r["phase"].as_str().map(str::to_owned));
+                if phase.is_some_and(|p| p.starts_with("rollback")) {
+                    down.store(true, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let first = env.run(&args, &[]).await;
+    watcher.abort();
+    assert_eq!(first.code, 3, "the rollback cannot write: {first}");
+    assert_eq!(env.record()["phase"], "rollback-failed", "{first}");
+    let (agent, _) = env.images();
+    assert_eq!(agent, vec![image(TO); 2], "left half upgraded: {first}");
+
+    down.store(false, Ordering::SeqCst);
+    let rerun = env.run(&args, &[]).await;
+    assert_eq!(rerun.code, 1, "{rerun}");
+    assert!(rerun.stderr.contains("finishing its rollback"), "{rerun}");
+    assert_eq!(end_state(&env, &was), Ok(Outcome::RolledBack), "{rerun}");
+    env.sim.clone().shutdown().await;
+
+    // The same after `--no-rollback`: a rerun without it rolls back to the record.
+    let env = Env::start(|o| o.behaviour.broken_image = Some(r"cce-cni:v1\.9\.4$".into())).await;
+    let was = before(&env);
+    let mut no_rollback = args.clone();
+    no_rollback.push("--no-rollback");
+    let first = env.run(&no_rollback, &[]).await;
+    assert_eq!(first.code, 3, "{first}");
+    assert_eq!(env.record()["phase"], "failed", "{first}");
+    let rerun = env.run(&args, &[]).await;
+    assert_eq!(rerun.code, 1, "{rerun}");
+    assert_eq!(end_state(&env, &was), Ok(Outcome::RolledBack), "{rerun}");
     env.sim.clone().shutdown().await;
 }
