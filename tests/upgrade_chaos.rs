@@ -633,7 +633,7 @@ async fn fifty_seeded_runs_end_upgraded_or_rolled_back() {
             Err(panic) => failures.push(format!("seed {seed} panicked: {panic}")),
         }
     }
-    let mut counts: BTreeMap<(Outcome, bool, bool), usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(Outcome, bool, bool, bool, bool), usize> = BTreeMap::new();
     eprintln!(
         "seed  outcome      exits         s  faults / latency / drops / kills / broken / outage"
     );
@@ -656,13 +656,20 @@ async fn fifty_seeded_runs_end_upgraded_or_rolled_back() {
                 .map(|f| format!("\n      failure: {}", f.lines().next().unwrap_or("")))
                 .unwrap_or_default()
         );
-        *counts
-            .entry((r.outcome, !c.kills.is_empty(), c.broken))
-            .or_default() += 1;
+        let key = (
+            r.outcome,
+            r.codes.contains(&137),
+            r.codes.contains(&3),
+            c.broken,
+            c.outage.is_some(),
+        );
+        *counts.entry(key).or_default() += 1;
     }
-    eprintln!("summary (outcome, killed, broken image) → seeds:");
-    for ((outcome, killed, broken), n) in &counts {
-        eprintln!("  {outcome:?}, killed {killed}, broken {broken}: {n}");
+    eprintln!("summary (outcome, killed, exit 3 then rerun, broken image, guard outage) → seeds:");
+    for ((outcome, killed, rerun, broken, outage), n) in &counts {
+        eprintln!(
+            "  {outcome:?}, killed {killed}, rerun after 3 {rerun}, broken {broken}, outage {outage}: {n}"
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     if seeds().len() as u64 == SEEDS {
