@@ -730,6 +730,7 @@ async fn injected_faults_fail_matching_requests_then_clear() {
         path_contains: "/configmaps/faulty".into(),
         status: 500,
         count: 2,
+        applied: false,
     });
     assert_eq!(api_code(&cms.get("faulty").await.unwrap_err()), 500);
     assert_eq!(api_code(&cms.get("faulty").await.unwrap_err()), 500);

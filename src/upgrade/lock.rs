@@ -41,6 +41,23 @@ pub fn live_holder(lease: &Lease, now: Timestamp) -> Option<Holder> {
     (expires > now).then_some(Holder { identity, expires })
 }
 
+fn holder_of(lease: &Lease) -> Option<String> {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .filter(|h| !h.is_empty())
+}
+
+fn record_annotation(lease: Option<&Lease>) -> Option<String> {
+    lease?
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(RECORD_ANNOTATION)
+        .cloned()
+}
+
 /// The record kept in the Lease, if any.
 pub fn record_of(lease: &Lease) -> Option<Result<Record, String>> {
     lease
@@ -135,41 +152,57 @@ impl Lock {
         duration: i32,
         record: Option<&Record>,
     ) -> Result<Self, LockError> {
-        let now = Timestamp::now();
-        let mut lease = current.clone().unwrap_or_default();
-        if let Some(holder) = current.as_ref().and_then(|l| live_holder(l, now))
-            && holder.identity != identity
-        {
-            return Err(LockError::Held {
-                namespace: cluster.namespace.clone(),
-                holder: holder.identity,
-                expires: holder.expires,
-            });
-        }
-        claim(
-            &mut lease,
-            &cluster.namespace,
-            &identity,
-            duration,
-            now,
-            record,
-        );
-        let written = match current {
-            None => cluster.create_lease(&lease).await?,
-            Some(_) => cluster.replace_lease(&lease, true).await?,
-        };
-        let Some(written) = written else {
-            // Someone else wrote the Lease between our read and our write.
-            let holder = cluster
-                .lease(LEASE_NAME)
-                .await?
-                .and_then(|l| l.spec.and_then(|s| s.holder_identity))
-                .unwrap_or_else(|| "another upgrader".into());
-            return Err(LockError::Held {
-                namespace: cluster.namespace.clone(),
-                holder,
-                expires: now,
-            });
+        let read_record = record_annotation(current.as_ref());
+        let mut current = current;
+        let mut attempts = 0;
+        let written = loop {
+            let now = Timestamp::now();
+            if let Some(holder) = current.as_ref().and_then(|l| live_holder(l, now))
+                && holder.identity != identity
+            {
+                return Err(LockError::Held {
+                    namespace: cluster.namespace.clone(),
+                    holder: holder.identity,
+                    expires: holder.expires,
+                });
+            }
+            let mut lease = current.clone().unwrap_or_default();
+            claim(
+                &mut lease,
+                &cluster.namespace,
+                &identity,
+                duration,
+                now,
+                record,
+            );
+            let written = match current {
+                None => cluster.create_lease(&lease).await?,
+                Some(_) => cluster.replace_lease(&lease, true).await?,
+            };
+            if let Some(written) = written {
+                break written;
+            }
+            // A conflict: someone wrote the Lease between our read and our write — or we did
+            // and the answer was lost, so the retry met our own write. Our identity is unique
+            // to this process: a Lease naming it is ours.
+            let reread = cluster.lease(LEASE_NAME).await?;
+            let holder = reread.as_ref().and_then(holder_of);
+            if let Some(lease) = &reread
+                && holder.as_deref() == Some(identity.as_str())
+            {
+                break lease.clone();
+            }
+            attempts += 1;
+            // Another run's record appeared, or conflicts go on: never write over them.
+            if attempts >= 5 || record_annotation(reread.as_ref()) != read_record {
+                return Err(LockError::Held {
+                    namespace: cluster.namespace.clone(),
+                    holder: holder.unwrap_or_else(|| "another upgrader".into()),
+                    expires: now,
+                });
+            }
+            // The same dead holder (or none) and the same record: take it over as read now.
+            current = reread;
         };
         let lease = Arc::new(Mutex::new(written));
         let lost = Arc::new(AtomicBool::new(false));

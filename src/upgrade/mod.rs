@@ -323,7 +323,7 @@ async fn resume(
     started: std::time::Instant,
 ) -> Option<u8> {
     let lease = lease.as_ref()?;
-    let record = match record_of(lease)? {
+    let mut record = match record_of(lease)? {
         Ok(record) => record,
         Err(err) => {
             return Some(refuse_msg(
@@ -333,7 +333,25 @@ async fn resume(
             ));
         }
     };
-    if record.phase.is_terminal() {
+    let mut restarted = false;
+    if record.rollback_to_resume(no_rollback) {
+        eprintln!(
+            "the {} recorded in Lease {}/{LEASE_NAME} ended at phase {} ({}): finishing its rollback to the recorded revisions",
+            match record.operation {
+                Operation::Upgrade => format!("upgrade to {}", record.target),
+                Operation::Rollback => "rollback".into(),
+            },
+            ctx.cluster.namespace,
+            record.phase.as_str(),
+            record
+                .rollback_failure
+                .as_deref()
+                .or(record.failure.as_deref())
+                .unwrap_or("no reason recorded")
+        );
+        record.restart_rollback(&Timestamp::now().to_string());
+        restarted = true;
+    } else if record.phase.is_terminal() {
         return None;
     }
     eprintln!(
@@ -352,7 +370,8 @@ async fn resume(
         Some(lease.clone()),
         lock::identity(),
         run.lease_duration,
-        None,
+        // A restarted rollback is recorded as such at once; a resumed run keeps its record.
+        restarted.then_some(&record),
     )
     .await
     {
@@ -382,7 +401,7 @@ pub async fn upgrade(args: UpgradeArgs) -> u8 {
     };
     if args.dry_run
         && let Some(Ok(record)) = lease.as_ref().and_then(record_of)
-        && !record.phase.is_terminal()
+        && (!record.phase.is_terminal() || record.rollback_to_resume(args.no_rollback))
     {
         eprintln!(
             "dry run: an interrupted {} is recorded at phase {}; a rerun without --dry-run resumes it",

@@ -353,6 +353,27 @@ impl Record {
         self.updated_at = now.to_owned();
     }
 
+    /// A run that ended with the workloads not back where the record says: the rollback
+    /// failed, or the upgrade failed without one (`--no-rollback`). A rerun finishes the
+    /// rollback from the record rather than start a new upgrade, which would take the broken
+    /// state for the one to come back to. With `no_rollback` a failure is left as it is.
+    pub fn rollback_to_resume(&self, no_rollback: bool) -> bool {
+        match self.phase {
+            Phase::RollbackFailed => true,
+            Phase::Failed => !no_rollback,
+            _ => false,
+        }
+    }
+
+    /// Starts the rollback again from its first step, idempotent by observation: what is
+    /// already back is not written again.
+    pub fn restart_rollback(&mut self, now: &str) {
+        self.phase = Phase::RollbackIpam;
+        self.remedy_used = false;
+        self.rollback_failure = None;
+        self.updated_at = now.to_owned();
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
@@ -547,6 +568,30 @@ mod tests {
             Phase::RollbackIpamScaleDown
         );
         assert_eq!(remedy_phase(Phase::IpamWait), Phase::IpamScaleDown);
+    }
+
+    #[test]
+    fn a_failed_rollback_is_resumed_from_its_first_step() {
+        let mut r = record(Phase::RollbackFailed);
+        r.remedy_used = true;
+        r.rollback_failure = Some("the guard was unreachable".into());
+        assert!(r.rollback_to_resume(false));
+        assert!(r.rollback_to_resume(true));
+        r.restart_rollback("t2");
+        assert_eq!(r.phase, Phase::RollbackIpam);
+        assert!(!r.remedy_used, "the new attempt may use the remedy once");
+        assert_eq!(r.rollback_failure, None);
+        // Idempotent: with ipam already back, the first step writes nothing.
+        assert_eq!(
+            next_step(&r, &now(OLD, OLD, 3)),
+            Step::Advance(Phase::RollbackIpamWait)
+        );
+        let failed = record(Phase::Failed);
+        assert!(failed.rollback_to_resume(false));
+        assert!(!failed.rollback_to_resume(true), "--no-rollback leaves it");
+        for p in [Phase::Succeeded, Phase::RolledBack, Phase::AgentWait] {
+            assert!(!record(p).rollback_to_resume(false), "{p:?}");
+        }
     }
 
     #[test]

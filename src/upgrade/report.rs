@@ -194,7 +194,7 @@ impl Status {
         if let Some((Some(holder), _)) = &lock {
             problems.push(format!("an upgrade is running (lock held by {holder})"));
         } else if let Some((None, Some(record))) = &lock
-            && !record.phase.is_terminal()
+            && (!record.phase.is_terminal() || record.rollback_to_resume(false))
         {
             problems.push(format!(
                 "an interrupted {} is recorded at phase {}: rerun `cce-cni-guard upgrade` or `rollback` to converge",

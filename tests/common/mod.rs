@@ -266,3 +266,34 @@ impl Env {
             .to_owned()
     }
 }
+
+impl Env {
+    /// Runs the binary like [`Env::run`], but kills it (SIGKILL, as the kubelet kills an
+    /// evicted Job pod) once `after` has passed. `None`: it was killed before finishing.
+    pub async fn run_killed_after(
+        &self,
+        after: Duration,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Option<Out> {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cce-cni-guard"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CCE_GUARD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("CCE_GUARD_LOG", "warn")
+            .envs(env.iter().copied())
+            .kill_on_drop(true);
+        // Dropping the unfinished `output()` future kills the child.
+        let out = tokio::time::timeout(after, cmd.output()).await.ok()?.ok()?;
+        Some(Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}

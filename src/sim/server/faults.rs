@@ -1,4 +1,5 @@
-//! Fault injection for tests: fail chosen requests, add latency.
+//! Fault injection for tests: fail chosen requests (before or after carrying them out), add
+//! latency.
 
 use std::time::Duration;
 
@@ -12,18 +13,34 @@ pub struct FaultRule {
     /// 409, 429, 500, 503, …
     pub status: u16,
     pub count: usize,
+    /// Carry the request out, then answer with `status`: a response lost after the write was
+    /// committed, which a client can only find out by reading again.
+    pub applied: bool,
+}
+
+/// What to do to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Injected {
+    pub status: u16,
+    /// The request is carried out before the failure is answered.
+    pub applied: bool,
 }
 
 impl std::str::FromStr for FaultRule {
     type Err = String;
 
-    /// `METHOD:PATH:STATUS:COUNT`, e.g. `PATCH:/daemonsets/:500:2`; METHOD may be `*`.
+    /// `METHOD:PATH:STATUS:COUNT[:applied]`, e.g. `PATCH:/daemonsets/:500:2`; METHOD may be
+    /// `*`; `applied` carries the request out before failing it.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = text.split(':').collect();
-        let [method, path, status, count] = parts.as_slice() else {
-            return Err(format!(
-                "invalid fault {text:?}: expected METHOD:PATH:STATUS:COUNT"
-            ));
+        let (method, path, status, count, applied) = match parts.as_slice() {
+            [method, path, status, count] => (method, path, status, count, false),
+            [method, path, status, count, "applied"] => (method, path, status, count, true),
+            _ => {
+                return Err(format!(
+                    "invalid fault {text:?}: expected METHOD:PATH:STATUS:COUNT[:applied]"
+                ));
+            }
         };
         let status: u16 = status
             .parse()
@@ -38,6 +55,7 @@ impl std::str::FromStr for FaultRule {
             path_contains: (*path).to_string(),
             status,
             count,
+            applied,
         })
     }
 }
@@ -60,18 +78,21 @@ impl Faults {
         self.latency = Duration::ZERO;
     }
 
-    /// The status to fail this request with, consuming one use of the first matching rule.
-    pub fn take(&mut self, method: &str, path: &str) -> Option<u16> {
+    /// How to fail this request, consuming one use of the first matching rule.
+    pub fn take(&mut self, method: &str, path: &str) -> Option<Injected> {
         let index = self.rules.iter().position(|r| {
             r.method.as_deref().is_none_or(|m| m == method) && path.contains(&r.path_contains)
         })?;
         let rule = &mut self.rules[index];
-        let status = rule.status;
+        let injected = Injected {
+            status: rule.status,
+            applied: rule.applied,
+        };
         rule.count -= 1;
         if rule.count == 0 {
             self.rules.remove(index);
         }
-        Some(status)
+        Some(injected)
     }
 }
 
@@ -79,23 +100,49 @@ impl Faults {
 mod tests {
     use super::*;
 
+    fn status(injected: Option<Injected>) -> Option<u16> {
+        injected.map(|i| i.status)
+    }
+
     #[test]
     fn rules_are_used_up() {
         let mut faults = Faults::default();
         faults.add("PATCH:/daemonsets/:500:2".parse().unwrap());
         assert_eq!(faults.take("GET", "/apis/apps/v1/daemonsets/x"), None);
         assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/daemonsets/x"),
+            status(faults.take("PATCH", "/apis/apps/v1/daemonsets/x")),
             Some(500)
         );
         assert_eq!(
-            faults.take("PATCH", "/apis/apps/v1/daemonsets/x"),
+            status(faults.take("PATCH", "/apis/apps/v1/daemonsets/x")),
             Some(500)
         );
         assert_eq!(faults.take("PATCH", "/apis/apps/v1/daemonsets/x"), None);
         faults.add("*::429:1".parse().unwrap());
-        assert_eq!(faults.take("GET", "/api"), Some(429));
+        assert_eq!(status(faults.take("GET", "/api")), Some(429));
         assert!("GET:/x:200:1".parse::<FaultRule>().is_err());
         assert!("GET:/x".parse::<FaultRule>().is_err());
+    }
+
+    #[test]
+    fn applied_faults_carry_the_request_out_first() {
+        let mut faults = Faults::default();
+        faults.add("PATCH:/daemonsets/:504:1:applied".parse().unwrap());
+        faults.add("PUT:/leases/:500:1".parse().unwrap());
+        assert_eq!(
+            faults.take("PATCH", "/apis/apps/v1/daemonsets/x"),
+            Some(Injected {
+                status: 504,
+                applied: true
+            })
+        );
+        assert_eq!(
+            faults.take("PUT", "/leases/x"),
+            Some(Injected {
+                status: 500,
+                applied: false
+            })
+        );
+        assert!("PUT:/x:500:1:later".parse::<FaultRule>().is_err());
     }
 }

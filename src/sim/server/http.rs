@@ -278,15 +278,25 @@ pub async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<B
         None => error_response(&ApiError::unauthorized()),
         Some(user) => {
             let fault = lock(&state.faults).take(method.as_str(), &path);
-            match fault {
-                Some(code) => error_response(&ApiError::with_code(
+            let injected = |code: u16| {
+                error_response(&ApiError::with_code(
                     code,
                     format!("injected fault: {code}"),
-                )),
-                None => match route(&state, request, user).await {
-                    Ok(response) => response,
-                    Err(err) => error_response(&err),
-                },
+                ))
+            };
+            match fault {
+                Some(f) if !f.applied => injected(f.status),
+                _ => {
+                    let response = match route(&state, request, user).await {
+                        Ok(response) => response,
+                        Err(err) => error_response(&err),
+                    };
+                    // Carried out; the client is told it failed (a lost response).
+                    match fault {
+                        Some(f) => injected(f.status),
+                        None => response,
+                    }
+                }
             }
         }
     };
