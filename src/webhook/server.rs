@@ -404,8 +404,10 @@ async fn serve_tls(
         let app = app.clone();
         let protocols = protocols.clone();
         let signal = signal.clone();
+        let open = state.metrics().open_connection();
         connections.spawn(async move {
             let _permit = permit;
+            let _open = open;
             serve_connection(tcp, peer, acceptor, app, &protocols, signal, limits).await;
         });
     }
