@@ -19,24 +19,32 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::policy::{Config, SiblingLookup};
-use crate::tls::{CertificateReloader, CertificateSource, ReloadOutcome, TlsError};
+use crate::tls::{
+    CertificateInfo, CertificateReloader, CertificateSource, Expiry, ReloadOutcome, TlsError,
+};
 
 use super::metrics::{Metrics, ReloadResult};
 use super::router::{self, AppState, Siblings};
 use super::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use super::siblings::SiblingCache;
 
-/// Why the webhook could not start.
+/// Why the webhook could not start. Each message already carries its cause, so no
+/// `source` is chained: an error report prints the cause once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("the serving certificate cannot be used: {0}")]
-    Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    Tls(TlsError),
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<TlsError> for ServeError {
+    fn from(error: TlsError) -> Self {
+        Self::Tls(error)
+    }
 }
 
 /// Where the sibling workloads' images come from.
@@ -128,22 +136,22 @@ impl Server {
         let listener =
             TcpListener::bind(options.listen)
                 .await
-                .map_err(|source| ServeError::Bind {
+                .map_err(|error| ServeError::Bind {
                     addr: options.listen,
-                    source,
+                    error,
                 })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        let local_addr = listener.local_addr().map_err(|error| ServeError::Bind {
             addr: options.listen,
-            source,
+            error,
         })?;
         let health_listener = match options.health_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| ServeError::Bind { addr, source })?;
+                    .map_err(|error| ServeError::Bind { addr, error })?;
                 let bound = l
                     .local_addr()
-                    .map_err(|source| ServeError::Bind { addr, source })?;
+                    .map_err(|error| ServeError::Bind { addr, error })?;
                 Some((l, bound))
             }
             None => None,
@@ -177,6 +185,8 @@ impl Server {
             not_after = %current.not_after_rfc3339(),
             "serving certificate loaded"
         );
+        let expiry = current.expiry_at(crate::tls::unix_now());
+        warn_expiry(&current, expiry);
         tracing::info!("listening on https://{local_addr}");
         let health_addr = health_listener.as_ref().map(|(_, a)| *a);
         if let Some(addr) = health_addr {
@@ -187,6 +197,7 @@ impl Server {
             reloader,
             metrics.clone(),
             options.reload_interval,
+            expiry,
             signal.clone(),
         ));
         let health_task = health_listener.map(|(listener, _)| {
@@ -589,10 +600,29 @@ where
     }
 }
 
+/// Says how soon the served certificate expires, when that is worth saying.
+fn warn_expiry(info: &CertificateInfo, expiry: Expiry) {
+    match expiry {
+        Expiry::Fine => {}
+        Expiry::Soon { seconds_left } => tracing::warn!(
+            not_after = %info.not_after_rfc3339(),
+            hours_left = seconds_left / 3600,
+            serial = %info.serial,
+            "the serving certificate expires soon: renew it (the apiserver refuses it from then on)"
+        ),
+        Expiry::Expired => tracing::error!(
+            not_after = %info.not_after_rfc3339(),
+            serial = %info.serial,
+            "the serving certificate has expired: the apiserver cannot call this webhook until it is renewed"
+        ),
+    }
+}
+
 async fn reload_loop(
     mut reloader: CertificateReloader,
     metrics: Arc<Metrics>,
     interval: Duration,
+    mut expiry: Expiry,
     mut signal: ShutdownSignal,
 ) {
     if !reloader.watches_files() {
@@ -618,11 +648,20 @@ async fn reload_loop(
                     not_after = %info.not_after_rfc3339(),
                     "serving certificate reloaded"
                 );
+                expiry = info.expiry_at(crate::tls::unix_now());
+                warn_expiry(&info, expiry);
             }
             ReloadOutcome::Rejected(err) => {
                 metrics.count_reload(ReloadResult::Failure);
                 tracing::warn!(error = %err, "new serving certificate refused, still serving the previous one");
             }
+        }
+        // A certificate left alone still ages: say so once when it nears or passes expiry.
+        let current = reloader.current();
+        let now = current.expiry_at(crate::tls::unix_now());
+        if !now.same_kind(expiry) {
+            warn_expiry(&current, now);
+            expiry = now;
         }
     }
 }
