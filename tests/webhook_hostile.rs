@@ -857,6 +857,70 @@ async fn h2_stream_floods_are_limited_by_max_concurrent_streams() {
 }
 
 #[tokio::test]
+async fn bodies_held_open_on_many_streams_cannot_exhaust_memory() {
+    // Defaults: 4 MiB bodies, 128 streams per connection. Each stream sends most of a
+    // maximal body, within flow control, and never finishes it.
+    let bed = Bed::start(&["--request-timeout", "30s"]).await;
+    let almost = vec![b' '; 4 * 1024 * 1024 - 1024];
+    let mut connections = Vec::new();
+    let mut held = 0usize;
+    let mut refused = 0usize;
+    for _ in 0..4 {
+        let mut h2 = RawH2::open(&bed).await;
+        for i in 0..32u32 {
+            let id = 1 + 2 * i;
+            if !h2.headers(id, &[], false).await {
+                break;
+            }
+            let (sent, seen) = h2
+                .data_within_window(id, &almost, Duration::from_secs(2))
+                .await;
+            held += sent;
+            if !seen.is_empty() {
+                refused += 1;
+            }
+        }
+        connections.push(h2);
+    }
+    let now = bed.guard.memory();
+    eprintln!(
+        "128 streams sending {:.0} MiB of bodies that never end ({refused} answered early): {now}",
+        held as f64 / 1048576.0
+    );
+    assert!(
+        refused > 0,
+        "every stream's body was taken in: {held} bytes"
+    );
+    // While the budget is spent a new request is answered at once, not left hanging.
+    let (status, answer) = bed
+        .post(serve::fixture("agent-patch-upgrade.v1.json"))
+        .await;
+    assert!(
+        status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+        "{status}"
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        assert!(serve::reason(&answer).contains("try again"), "{answer:?}");
+    }
+    let peak = bed.guard.memory().peak_kib;
+    assert!(
+        peak < bed.baseline.rss_kib + MEMORY_BUDGET_KIB,
+        "peak {peak} KiB"
+    );
+    // Once those clients are gone, their share is free again.
+    drop(connections);
+    bed.guard
+        .wait_metric(
+            "cce_cni_guard_admission_in_flight_requests",
+            0.0,
+            Duration::from_secs(10),
+        )
+        .await;
+    bed.assert_unharmed("unfinished bodies on many streams")
+        .await;
+}
+
+#[tokio::test]
 async fn a_client_that_vanishes_mid_request_frees_everything() {
     let bed = Bed::start(&[]).await;
     let body = serve::fixture("agent-patch-upgrade.v1.json");
@@ -935,6 +999,11 @@ struct RawH2 {
     stream: TlsStream<TcpStream>,
     server_max_streams: Option<u32>,
     buffer: Vec<u8>,
+    /// The server's SETTINGS_INITIAL_WINDOW_SIZE: what each new stream may send.
+    stream_window: i64,
+    /// Flow-control credit the server has granted: connection, and per stream.
+    connection_credit: i64,
+    stream_credit: std::collections::HashMap<u32, i64>,
 }
 
 impl RawH2 {
@@ -946,6 +1015,9 @@ impl RawH2 {
             stream,
             server_max_streams: None,
             buffer: Vec::new(),
+            stream_window: 65_535,
+            connection_credit: 65_535,
+            stream_credit: Default::default(),
         };
         h2.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
         h2.frame(0x4, 0, 0, &[]).await;
@@ -965,14 +1037,19 @@ impl RawH2 {
                         let id = u16::from_be_bytes([setting[0], setting[1]]);
                         let value =
                             u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
-                        if id == 0x3 {
-                            h2.server_max_streams = Some(value);
+                        match id {
+                            0x3 => h2.server_max_streams = Some(value),
+                            0x4 => h2.stream_window = i64::from(value),
+                            _ => {}
                         }
                     }
                     h2.frame(0x4, 0x1, 0, &[]).await;
                     settings = true;
                 }
-                0x8 if stream == 0 => window = true,
+                0x8 if stream == 0 => {
+                    h2.connection_credit += window_increment(&payload);
+                    window = true;
+                }
                 _ => {}
             }
         }
@@ -1031,6 +1108,72 @@ impl RawH2 {
             }
         }
         true
+    }
+
+    /// Sends `bytes` on `stream` within the flow-control credit the server grants, waiting
+    /// for WINDOW_UPDATEs as a real client does. Stops early when the server answers or
+    /// resets the stream, or nothing comes within `patience`; returns the bytes sent and
+    /// the frames seen meanwhile.
+    async fn data_within_window(
+        &mut self,
+        stream: u32,
+        bytes: &[u8],
+        patience: Duration,
+    ) -> (usize, Vec<Frame>) {
+        let mut sent = 0;
+        let mut seen = Vec::new();
+        while sent < bytes.len() {
+            let credit = *self
+                .stream_credit
+                .entry(stream)
+                .or_insert(self.stream_window);
+            let room = credit.min(self.connection_credit).min(16 * 1024);
+            if room > 0 {
+                let end = (sent + room as usize).min(bytes.len());
+                if !self.data(stream, &bytes[sent..end], false).await {
+                    break;
+                }
+                let n = (end - sent) as i64;
+                self.connection_credit -= n;
+                *self.stream_credit.get_mut(&stream).unwrap() -= n;
+                sent = end;
+                continue;
+            }
+            let deadline = tokio::time::Instant::now() + patience;
+            let Some((kind, _, id, payload)) = self.next_raw(deadline).await else {
+                break;
+            };
+            match kind {
+                0x8 if id == 0 => self.connection_credit += window_increment(&payload),
+                0x8 => {
+                    *self.stream_credit.entry(id).or_insert(self.stream_window) +=
+                        window_increment(&payload)
+                }
+                0x1 => seen.push(Frame::Headers {
+                    stream: id,
+                    status: None,
+                }),
+                0x3 => seen.push(Frame::Reset {
+                    stream: id,
+                    code: 0,
+                }),
+                0x7 => {
+                    seen.push(Frame::GoAway {
+                        last_stream: 0,
+                        code: 0,
+                    });
+                    break;
+                }
+                _ => {}
+            }
+            if seen.iter().any(|f| match f {
+                Frame::Headers { stream: s, .. } | Frame::Reset { stream: s, .. } => *s == stream,
+                _ => false,
+            }) {
+                break;
+            }
+        }
+        (sent, seen)
     }
 
     async fn reset(&mut self, stream: u32, code: u32) -> bool {
@@ -1098,6 +1241,13 @@ impl RawH2 {
         }
         frames
     }
+}
+
+fn window_increment(payload: &[u8]) -> i64 {
+    payload
+        .get(..4)
+        .map(|b| i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff))
+        .unwrap_or(0)
 }
 
 /// A literal header field without indexing, its name from the static table.

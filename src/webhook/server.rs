@@ -78,6 +78,8 @@ pub struct ServeOptions {
     pub config: Config,
     pub siblings: SiblingSource,
     pub body_limit: usize,
+    /// Memory all request bodies being read may take together; over it, 503.
+    pub body_budget: usize,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
@@ -109,6 +111,7 @@ impl ServeOptions {
             config: Config::default(),
             siblings: SiblingSource::None,
             body_limit: router::DEFAULT_BODY_LIMIT,
+            body_budget: router::DEFAULT_BODY_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -169,12 +172,13 @@ impl Server {
                 metrics.clone(),
             ))),
         };
-        let state = AppState::with_limits(
+        let state = AppState::with_body_budget(
             options.config.clone(),
             siblings.clone(),
             metrics.clone(),
             options.body_limit,
             options.request_timeout,
+            options.body_budget,
         );
         state.set_tls_loaded(true);
 
@@ -352,26 +356,39 @@ struct Protocols {
     auto: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
+/// What one connection may buffer before the handler takes it: an HTTP/1.1 read buffer
+/// (request heads are a few KiB; hyper's default of ~400 KiB per connection adds up over
+/// a thousand connections), and the h2 flow-control windows (hyper's default of 1 MiB per
+/// connection, likewise).
+const H1_READ_BUFFER: usize = 64 * 1024;
+const H2_WINDOW: u32 = 256 * 1024;
+
 impl Protocols {
     fn new(limits: &ConnectionLimits) -> Self {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(H1_READ_BUFFER)
             .keep_alive(true);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(H1_READ_BUFFER);
         auto.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.max_concurrent_streams);
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW);
         Self { http1, http2, auto }
     }
 }
