@@ -650,6 +650,36 @@ async fn slow_drips_time_out_while_other_clients_are_served() {
             h2.read_frames(Duration::from_secs(4)).await
         })
     };
+    // An h2 request head that is never finished (HEADERS without END_HEADERS): nothing
+    // reached the server's handler, so the header timeout closes the connection.
+    let h2_head_drip = {
+        let mut h2 = RawH2::open(&bed).await;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            h2.frame(0x1, 0, 1, &[0x83, 0x87]).await;
+            let frames = h2.read_frames(Duration::from_secs(10)).await;
+            (frames, started.elapsed())
+        })
+    };
+    // A CONTINUATION flood: one head spread over thousands of frames.
+    let continuation_flood = {
+        let mut h2 = RawH2::open(&bed).await;
+        tokio::spawn(async move {
+            h2.frame(0x1, 0, 1, &[0x83, 0x87]).await;
+            let mut sent = 0usize;
+            let filler = [0x40, 0x01, b'x', 0x7f, 0x81, 0x7f]
+                .into_iter()
+                .chain(std::iter::repeat_n(b'a', 16_000))
+                .collect::<Vec<u8>>();
+            for _ in 0..2_000 {
+                if !h2.frame(0x9, 0, 1, &filler).await {
+                    break;
+                }
+                sent += filler.len();
+            }
+            (h2.read_frames(Duration::from_secs(3)).await, sent)
+        })
+    };
 
     // Meanwhile other clients are answered as usual, several times over.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -667,6 +697,28 @@ async fn slow_drips_time_out_while_other_clients_are_served() {
     eprintln!("dripped head: closed={closed} after {took:?}: {answer:?}");
     assert!(closed, "the dripped head was never cut off");
     assert!(!answer.contains(" 200 "), "{answer}");
+    let (frames, took) = h2_head_drip.await.unwrap();
+    eprintln!("unfinished h2 head: {frames:?} after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the unfinished h2 head was never cut off"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Headers { stream: 1, .. })),
+        "{frames:?}"
+    );
+    let (frames, sent) = continuation_flood.await.unwrap();
+    eprintln!(
+        "CONTINUATION flood: {:.1} MiB written before the server stopped it: {:?}",
+        sent as f64 / 1048576.0,
+        frames.last()
+    );
+    assert!(
+        sent < 2_000 * 16_000,
+        "the server took all 32 MB of one header block"
+    );
     let frames = h2_drip.await.unwrap();
     assert!(
         frames.iter().any(|f| matches!(
