@@ -498,6 +498,57 @@ async fn sigterm_under_load_finishes_in_flight_requests_refuses_new_ones_and_exi
 }
 
 #[tokio::test]
+async fn sigterm_tells_an_h2_client_with_no_request_yet_to_go_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = serve::loopback_certs();
+    let (cert, key) = serve::write_pair(dir.path(), &certs.cert_pem, &certs.key_pem);
+    let mut guard = serve::start(&cert, &key, &[]);
+    // An h2 connection set up (preface and SETTINGS both ways) that has sent nothing else.
+    let mut stream = serve::connect(guard.addr, serve::client_config(&[&certs.ca_pem], &[b"h2"]))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 0x4, "the server's SETTINGS come first");
+    let mut rest = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+    stream.read_exact(&mut rest).await.unwrap();
+    stream.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    guard.sigterm();
+    let mut seen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut seen)).await;
+    // Frames: find a GOAWAY (type 7) with NO_ERROR.
+    let mut at = 0;
+    let mut goaway = None;
+    while at + 9 <= seen.len() {
+        let len = u32::from_be_bytes([0, seen[at], seen[at + 1], seen[at + 2]]) as usize;
+        if seen[at + 3] == 0x7 && at + 9 + 8 <= seen.len() {
+            let p = &seen[at + 9..at + 17];
+            goaway = Some((
+                u32::from_be_bytes([p[0], p[1], p[2], p[3]]) & 0x7fff_ffff,
+                u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+            ));
+        }
+        at += 9 + len;
+    }
+    // The first GOAWAY of a graceful shutdown names the highest possible stream and is
+    // followed by a PING; either way the client stops sending on this connection.
+    assert!(
+        goaway.is_some_and(|(_, code)| code == 0),
+        "no GOAWAY with NO_ERROR before the close: {seen:?}"
+    );
+    let status = guard.wait_exit(Duration::from_secs(10)).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
 async fn a_request_that_never_finishes_is_cut_at_the_end_of_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let certs = serve::loopback_certs();

@@ -568,11 +568,17 @@ async fn serve_connection(
     }
 }
 
+/// On shutdown, how long a connection that has carried no request yet gets to close
+/// gracefully: long enough for an h2 GOAWAY (which tells the client its request was not
+/// processed and may be retried) or a request already on its way, short enough that silent
+/// connections do not hold up the exit.
+const UNSERVED_SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
 /// Runs one connection to its end, closing it gracefully on shutdown or when it has been
 /// idle too long: the first request must start within the header timeout (an h2 client
 /// that never sends its preface would otherwise hold a slot forever), later ones within
-/// the idle timeout. A connection that never carried a request is simply dropped then,
-/// since there is nothing on it to finish.
+/// the idle timeout. A connection that never carried a request is dropped when idle, and
+/// on shutdown gets [`UNSERVED_SHUTDOWN_WAIT`] to close gracefully.
 async fn drive<F, E>(
     conn: F,
     begin_shutdown: impl Fn(Pin<&mut F>),
@@ -586,6 +592,7 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut cutoff: Option<Instant> = None;
     loop {
         let limit = if activity.served.load(Ordering::Relaxed) {
             limits.idle_timeout
@@ -600,9 +607,16 @@ where
             _ = signal.wait(), if !closing => {
                 closing = true;
                 if !activity.served.load(Ordering::Relaxed) {
-                    return Ok(());
+                    cutoff = Some(Instant::now() + UNSERVED_SHUTDOWN_WAIT);
                 }
                 begin_shutdown(conn.as_mut());
+            }
+            _ = tokio::time::sleep_until(cutoff.unwrap_or(check_at).into()), if cutoff.is_some() => {
+                // A request that started meanwhile is in flight: it gets the grace period.
+                if activity.active.load(Ordering::Relaxed) == 0 {
+                    return Ok(());
+                }
+                cutoff = None;
             }
             _ = tokio::time::sleep_until(check_at.into()), if !closing => {
                 if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
