@@ -318,7 +318,7 @@ async fn read_body(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "the webhook is reading {} bytes of request bodies already, its limit; try again",
+                    "the webhook already holds its limit of {} bytes of request bodies being read; try again shortly",
                     state.inner.body_budget_bytes
                 ),
             )
