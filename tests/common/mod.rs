@@ -292,6 +292,14 @@ pub mod serve {
 
     pub const BIN: &str = env!("CARGO_BIN_EXE_cce-cni-guard");
 
+    /// The binary to serve with: this build's, or another one named by
+    /// `CCE_CNI_GUARD_TEST_BIN` (e.g. a release build, to measure its memory).
+    pub fn bin() -> PathBuf {
+        std::env::var_os("CCE_CNI_GUARD_TEST_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(BIN))
+    }
+
     pub fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/tests/fixtures/webhook/{name}",
@@ -387,7 +395,7 @@ pub mod serve {
         extra: &[&str],
         within: Duration,
     ) -> Result<Guard, (ExitStatus, Vec<String>)> {
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin());
         for (key, _) in std::env::vars() {
             if key.starts_with("CCE_GUARD_") {
                 command.env_remove(key);
