@@ -60,9 +60,39 @@ pub struct CertificateInfo {
     pub serial: String,
 }
 
+/// A served certificate this close to its notAfter is worth a warning: the apiserver stops
+/// trusting the webhook at that moment, and a week leaves time to renew.
+pub const EXPIRY_WARNING_SECONDS: i64 = 7 * 86_400;
+
+/// Where a certificate stands against its notAfter, as far as warnings care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Fine,
+    Soon { seconds_left: i64 },
+    Expired,
+}
+
+impl Expiry {
+    /// Same kind, whatever the seconds left: warnings fire when the kind changes.
+    pub fn same_kind(self, other: Self) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
+    }
+}
+
 impl CertificateInfo {
     pub fn not_after_rfc3339(&self) -> String {
         rfc3339(self.not_after)
+    }
+
+    pub fn expiry_at(&self, now: i64) -> Expiry {
+        let seconds_left = self.not_after.saturating_sub(now);
+        if seconds_left <= 0 {
+            Expiry::Expired
+        } else if seconds_left < EXPIRY_WARNING_SECONDS {
+            Expiry::Soon { seconds_left }
+        } else {
+            Expiry::Fine
+        }
     }
 }
 
@@ -491,6 +521,27 @@ mod tests {
         let err = load_pem(cert.as_bytes(), key.as_bytes(), "c", "k", unix_now()).unwrap_err();
         assert!(matches!(err, TlsError::Expired { .. }), "{err}");
         assert!(err.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn expiry_is_fine_then_soon_then_expired() {
+        let info = CertificateInfo {
+            subject: String::new(),
+            names: Vec::new(),
+            not_before: 0,
+            not_after: 100 * 86_400,
+            serial: String::new(),
+        };
+        assert_eq!(info.expiry_at(0), Expiry::Fine);
+        assert_eq!(
+            info.expiry_at(99 * 86_400),
+            Expiry::Soon {
+                seconds_left: 86_400
+            }
+        );
+        assert_eq!(info.expiry_at(100 * 86_400), Expiry::Expired);
+        assert!(Expiry::Soon { seconds_left: 1 }.same_kind(Expiry::Soon { seconds_left: 2 }));
+        assert!(!Expiry::Fine.same_kind(Expiry::Expired));
     }
 
     #[test]

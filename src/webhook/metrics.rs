@@ -44,6 +44,7 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     sibling_cache_synced: Gauge<i64, AtomicI64>,
     in_flight: Gauge<i64, AtomicI64>,
+    open_connections: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -92,6 +93,12 @@ impl Metrics {
             "Requests to /validate being read or judged right now",
             in_flight.clone(),
         );
+        let open_connections = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "open_connections",
+            "TLS connections accepted and not yet closed, handshakes included",
+            open_connections.clone(),
+        );
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION")),
             ("name", env!("CARGO_PKG_NAME")),
@@ -105,7 +112,14 @@ impl Metrics {
             reloads,
             sibling_cache_synced,
             in_flight,
+            open_connections,
         }
+    }
+
+    /// Counts a connection as open until the returned guard is dropped.
+    pub fn open_connection(&self) -> InFlight {
+        self.open_connections.inc();
+        InFlight(self.open_connections.clone())
     }
 
     /// Counts a request as in flight until the returned guard is dropped.
@@ -173,7 +187,7 @@ impl Metrics {
     }
 }
 
-/// Holds one request in the in-flight gauge.
+/// Holds one request (or connection) in its gauge until dropped.
 #[derive(Debug)]
 pub struct InFlight(Gauge<i64, AtomicI64>);
 

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Largest accepted request body, e.g. `4MiB`, `512KiB`, `1000000`.
     #[arg(long, env = "CCE_GUARD_BODY_LIMIT", default_value = "4MiB", value_parser = parse_size)]
     pub body_limit: usize,
+    /// Memory all request bodies being read may take together, e.g. `48MiB`; a request
+    /// that would pass it is refused with 503 so the pod stays within its memory limit.
+    #[arg(long, env = "CCE_GUARD_MAX_BODY_MEMORY", default_value = "48MiB", value_parser = parse_size)]
+    pub max_body_memory: usize,
     /// Time in-flight requests get to finish after SIGTERM, e.g. `25s`.
     #[arg(long, env = "CCE_GUARD_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -140,6 +144,7 @@ pub async fn options_from_args(args: &ServeArgs) -> anyhow::Result<ServeOptions>
     options.config = config;
     options.siblings = siblings;
     options.body_limit = args.body_limit;
+    options.body_budget = args.max_body_memory;
     options.shutdown_grace = args.shutdown_grace;
     options.handshake_timeout = args.handshake_timeout;
     options.header_read_timeout = args.header_read_timeout;

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::policy::{Config, NoSiblings, SiblingLookup, Verdict};
@@ -71,6 +73,9 @@ struct Inner {
     tls_loaded: AtomicBool,
     shutting_down: AtomicBool,
     body_limit: usize,
+    /// Bytes of request bodies all requests together may hold while they are read.
+    body_budget: Arc<Semaphore>,
+    body_budget_bytes: usize,
     request_timeout: Duration,
 }
 
@@ -80,6 +85,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 const INLINE_REVIEW_LIMIT: usize = 256 * 1024;
 /// Default time a request may take from its first byte to its answer.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default memory all request bodies being read may take together. Without a shared cap,
+/// each of 128 h2 streams on each connection may hold a body just under the limit: one
+/// client could make the pod (limit 128 MiB) run out of memory.
+pub const DEFAULT_BODY_BUDGET: usize = 48 * 1024 * 1024;
 
 impl AppState {
     /// State with the default body limit and request timeout; TLS counts as loaded.
@@ -100,6 +109,27 @@ impl AppState {
         body_limit: usize,
         request_timeout: Duration,
     ) -> Self {
+        Self::with_body_budget(
+            config,
+            siblings,
+            metrics,
+            body_limit,
+            request_timeout,
+            DEFAULT_BODY_BUDGET,
+        )
+    }
+
+    /// Like [`with_limits`](Self::with_limits), with the memory all bodies being read may
+    /// take together; never less than one body of the limit, so any one request can pass.
+    pub fn with_body_budget(
+        config: Config,
+        siblings: Siblings,
+        metrics: Arc<Metrics>,
+        body_limit: usize,
+        request_timeout: Duration,
+        body_budget: usize,
+    ) -> Self {
+        let body_budget = body_budget.max(body_limit).min(Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -108,6 +138,8 @@ impl AppState {
                 tls_loaded: AtomicBool::new(true),
                 shutting_down: AtomicBool::new(false),
                 body_limit,
+                body_budget: Arc::new(Semaphore::new(body_budget)),
+                body_budget_bytes: body_budget,
                 request_timeout,
             }),
         }
@@ -207,21 +239,19 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
             "the body must be an AdmissionReview with Content-Type: application/json",
         );
     }
-    let body = match Bytes::from_request(request, &state).await {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
+    // Held until the answer is made: the body's bytes count against the shared budget.
+    let (body, _budget) = match read_body(request, &state).await {
+        Ok(read) => read,
+        Err((status, reason)) => {
             metrics.count_refused();
-            let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!(
-                    "the body is larger than the limit of {} bytes",
-                    state.inner.body_limit
-                )
-            } else {
-                format!("cannot read the body: {}", rejection.body_text())
-            };
             tracing::info!(status = status.as_u16(), reason = %reason, "refused an admission request");
-            return json_error(status, &reason);
+            let mut response = json_error(status, &reason);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            return response;
         }
     };
     let started = Instant::now();
@@ -256,6 +286,82 @@ async fn validate(State(state): State<AppState>, request: Request) -> Response {
         outcome.body,
     )
         .into_response()
+}
+
+/// Reads the whole body within the per-request limit, taking each chunk's bytes from the
+/// shared budget before keeping it. A body over the limit is refused (413) as soon as that
+/// is known, from its declared length or from what arrived; when the budget is spent the
+/// request is refused at once (503) rather than waiting, so memory stays bounded and the
+/// apiserver can retry elsewhere.
+async fn read_body(
+    request: Request,
+    state: &AppState,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), (StatusCode, String)> {
+    let limit = state.inner.body_limit;
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut take = |bytes: usize| -> Result<(), (StatusCode, String)> {
+        let busy = || {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the webhook already holds its limit of {} bytes of request bodies being read; try again shortly",
+                    state.inner.body_budget_bytes
+                ),
+            )
+        };
+        let count = u32::try_from(bytes).map_err(|_| too_large())?;
+        let permit = state
+            .inner
+            .body_budget
+            .clone()
+            .try_acquire_many_owned(count)
+            .map_err(|_| busy())?;
+        match held.as_mut() {
+            Some(all) => all.merge(permit),
+            None => held = Some(permit),
+        }
+        Ok(())
+    };
+    // A declared length is reserved up front, so the buffer is allocated once.
+    let mut taken = declared.map_or(0, |n| n as usize);
+    take(taken)?;
+    let mut buffer = Vec::with_capacity(taken);
+    let mut body = request.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = buffer.len() + data.len();
+        if total > limit {
+            return Err(too_large());
+        }
+        if total > taken {
+            take(total - taken)?;
+            taken = total;
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(buffer), held))
 }
 
 fn record(metrics: &Metrics, outcome: &ReviewOutcome, seconds: f64) {
@@ -350,4 +456,104 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         state.metrics().encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    fn budgeted(limit: usize, budget: usize) -> AppState {
+        AppState::with_body_budget(
+            Config::default(),
+            Siblings::None,
+            Arc::new(Metrics::new()),
+            limit,
+            Duration::from_secs(30),
+            budget,
+        )
+    }
+
+    fn post(body: Body, length: Option<usize>) -> Request {
+        let mut builder =
+            http::Request::post("/validate").header(header::CONTENT_TYPE, "application/json");
+        if let Some(n) = length {
+            builder = builder.header(header::CONTENT_LENGTH, n);
+        }
+        builder.body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_share_one_budget_and_give_it_back() {
+        let state = budgeted(1000, 1500);
+        // A body that declares 1000 bytes and never sends them holds 1000 of the 1500.
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let stalled = Body::from_stream(tokio_stream_from(rx));
+        let app = router(state.clone());
+        let holder = tokio::spawn(app.clone().oneshot(post(stalled, Some(1000))));
+        while state.inner.body_budget.available_permits() == 1500 {
+            tokio::task::yield_now().await;
+        }
+        let response = app
+            .clone()
+            .oneshot(post(Body::from(vec![b' '; 600]), Some(600)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        // Undeclared lengths are counted as they arrive.
+        let response = app
+            .clone()
+            .oneshot(post(Body::from(vec![b' '; 600]), None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = app
+            .clone()
+            .oneshot(post(Body::from(vec![b' '; 400]), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "within budget: judged"
+        );
+        holder.abort();
+        let _ = holder.await;
+        assert_eq!(state.inner.body_budget.available_permits(), 1500);
+        let response = app
+            .oneshot(post(Body::from(vec![b' '; 600]), Some(600)))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "budget given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let state = budgeted(1000, 1000);
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let never = Body::from_stream(tokio_stream_from(rx));
+        let response = router(state)
+            .oneshot(post(never, Some(1001)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn the_budget_is_never_below_one_body() {
+        let state = budgeted(4096, 10);
+        assert_eq!(state.inner.body_budget_bytes, 4096);
+    }
+
+    fn tokio_stream_from(
+        mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
 }

@@ -19,24 +19,32 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::policy::{Config, SiblingLookup};
-use crate::tls::{CertificateReloader, CertificateSource, ReloadOutcome, TlsError};
+use crate::tls::{
+    CertificateInfo, CertificateReloader, CertificateSource, Expiry, ReloadOutcome, TlsError,
+};
 
 use super::metrics::{Metrics, ReloadResult};
 use super::router::{self, AppState, Siblings};
 use super::shutdown::{self, ShutdownSignal, ShutdownTrigger};
 use super::siblings::SiblingCache;
 
-/// Why the webhook could not start.
+/// Why the webhook could not start. Each message already carries its cause, so no
+/// `source` is chained: an error report prints the cause once, not twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("the serving certificate cannot be used: {0}")]
-    Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    Tls(TlsError),
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+}
+
+impl From<TlsError> for ServeError {
+    fn from(error: TlsError) -> Self {
+        Self::Tls(error)
+    }
 }
 
 /// Where the sibling workloads' images come from.
@@ -70,6 +78,8 @@ pub struct ServeOptions {
     pub config: Config,
     pub siblings: SiblingSource,
     pub body_limit: usize,
+    /// Memory all request bodies being read may take together; over it, 503.
+    pub body_budget: usize,
     /// How long in-flight requests may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
     pub handshake_timeout: Duration,
@@ -101,6 +111,7 @@ impl ServeOptions {
             config: Config::default(),
             siblings: SiblingSource::None,
             body_limit: router::DEFAULT_BODY_LIMIT,
+            body_budget: router::DEFAULT_BODY_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
@@ -128,22 +139,22 @@ impl Server {
         let listener =
             TcpListener::bind(options.listen)
                 .await
-                .map_err(|source| ServeError::Bind {
+                .map_err(|error| ServeError::Bind {
                     addr: options.listen,
-                    source,
+                    error,
                 })?;
-        let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        let local_addr = listener.local_addr().map_err(|error| ServeError::Bind {
             addr: options.listen,
-            source,
+            error,
         })?;
         let health_listener = match options.health_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| ServeError::Bind { addr, source })?;
+                    .map_err(|error| ServeError::Bind { addr, error })?;
                 let bound = l
                     .local_addr()
-                    .map_err(|source| ServeError::Bind { addr, source })?;
+                    .map_err(|error| ServeError::Bind { addr, error })?;
                 Some((l, bound))
             }
             None => None,
@@ -161,12 +172,13 @@ impl Server {
                 metrics.clone(),
             ))),
         };
-        let state = AppState::with_limits(
+        let state = AppState::with_body_budget(
             options.config.clone(),
             siblings.clone(),
             metrics.clone(),
             options.body_limit,
             options.request_timeout,
+            options.body_budget,
         );
         state.set_tls_loaded(true);
 
@@ -177,6 +189,8 @@ impl Server {
             not_after = %current.not_after_rfc3339(),
             "serving certificate loaded"
         );
+        let expiry = current.expiry_at(crate::tls::unix_now());
+        warn_expiry(&current, expiry);
         tracing::info!("listening on https://{local_addr}");
         let health_addr = health_listener.as_ref().map(|(_, a)| *a);
         if let Some(addr) = health_addr {
@@ -187,6 +201,7 @@ impl Server {
             reloader,
             metrics.clone(),
             options.reload_interval,
+            expiry,
             signal.clone(),
         ));
         let health_task = health_listener.map(|(listener, _)| {
@@ -341,26 +356,39 @@ struct Protocols {
     auto: hyper_util::server::conn::auto::Builder<TokioExecutor>,
 }
 
+/// What one connection may buffer before the handler takes it: an HTTP/1.1 read buffer
+/// (request heads are a few KiB; hyper's default of ~400 KiB per connection adds up over
+/// a thousand connections), and the h2 flow-control windows (hyper's default of 1 MiB per
+/// connection, likewise).
+const H1_READ_BUFFER: usize = 64 * 1024;
+const H2_WINDOW: u32 = 256 * 1024;
+
 impl Protocols {
     fn new(limits: &ConnectionLimits) -> Self {
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(H1_READ_BUFFER)
             .keep_alive(true);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(H1_READ_BUFFER);
         auto.http2()
             .timer(TokioTimer::new())
-            .max_concurrent_streams(limits.max_concurrent_streams);
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .initial_stream_window_size(H2_WINDOW)
+            .initial_connection_window_size(H2_WINDOW);
         Self { http1, http2, auto }
     }
 }
@@ -404,8 +432,10 @@ async fn serve_tls(
         let app = app.clone();
         let protocols = protocols.clone();
         let signal = signal.clone();
+        let open = state.metrics().open_connection();
         connections.spawn(async move {
             let _permit = permit;
+            let _open = open;
             serve_connection(tcp, peer, acceptor, app, &protocols, signal, limits).await;
         });
     }
@@ -538,11 +568,17 @@ async fn serve_connection(
     }
 }
 
+/// On shutdown, how long a connection that has carried no request yet gets to close
+/// gracefully: long enough for an h2 GOAWAY (which tells the client its request was not
+/// processed and may be retried) or a request already on its way, short enough that silent
+/// connections do not hold up the exit.
+const UNSERVED_SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
 /// Runs one connection to its end, closing it gracefully on shutdown or when it has been
 /// idle too long: the first request must start within the header timeout (an h2 client
 /// that never sends its preface would otherwise hold a slot forever), later ones within
-/// the idle timeout. A connection that never carried a request is simply dropped then,
-/// since there is nothing on it to finish.
+/// the idle timeout. A connection that never carried a request is dropped when idle, and
+/// on shutdown gets [`UNSERVED_SHUTDOWN_WAIT`] to close gracefully.
 async fn drive<F, E>(
     conn: F,
     begin_shutdown: impl Fn(Pin<&mut F>),
@@ -556,6 +592,7 @@ where
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut cutoff: Option<Instant> = None;
     loop {
         let limit = if activity.served.load(Ordering::Relaxed) {
             limits.idle_timeout
@@ -570,9 +607,16 @@ where
             _ = signal.wait(), if !closing => {
                 closing = true;
                 if !activity.served.load(Ordering::Relaxed) {
-                    return Ok(());
+                    cutoff = Some(Instant::now() + UNSERVED_SHUTDOWN_WAIT);
                 }
                 begin_shutdown(conn.as_mut());
+            }
+            _ = tokio::time::sleep_until(cutoff.unwrap_or(check_at).into()), if cutoff.is_some() => {
+                // A request that started meanwhile is in flight: it gets the grace period.
+                if activity.active.load(Ordering::Relaxed) == 0 {
+                    return Ok(());
+                }
+                cutoff = None;
             }
             _ = tokio::time::sleep_until(check_at.into()), if !closing => {
                 if activity.idle_deadline(limit).is_some_and(|at| at <= Instant::now()) {
@@ -587,10 +631,29 @@ where
     }
 }
 
+/// Says how soon the served certificate expires, when that is worth saying.
+fn warn_expiry(info: &CertificateInfo, expiry: Expiry) {
+    match expiry {
+        Expiry::Fine => {}
+        Expiry::Soon { seconds_left } => tracing::warn!(
+            not_after = %info.not_after_rfc3339(),
+            hours_left = seconds_left / 3600,
+            serial = %info.serial,
+            "the serving certificate expires soon: renew it (the apiserver refuses it from then on)"
+        ),
+        Expiry::Expired => tracing::error!(
+            not_after = %info.not_after_rfc3339(),
+            serial = %info.serial,
+            "the serving certificate has expired: the apiserver cannot call this webhook until it is renewed"
+        ),
+    }
+}
+
 async fn reload_loop(
     mut reloader: CertificateReloader,
     metrics: Arc<Metrics>,
     interval: Duration,
+    mut expiry: Expiry,
     mut signal: ShutdownSignal,
 ) {
     if !reloader.watches_files() {
@@ -616,11 +679,20 @@ async fn reload_loop(
                     not_after = %info.not_after_rfc3339(),
                     "serving certificate reloaded"
                 );
+                expiry = info.expiry_at(crate::tls::unix_now());
+                warn_expiry(&info, expiry);
             }
             ReloadOutcome::Rejected(err) => {
                 metrics.count_reload(ReloadResult::Failure);
                 tracing::warn!(error = %err, "new serving certificate refused, still serving the previous one");
             }
+        }
+        // A certificate left alone still ages: say so once when it nears or passes expiry.
+        let current = reloader.current();
+        let now = current.expiry_at(crate::tls::unix_now());
+        if !now.same_kind(expiry) {
+            warn_expiry(&current, now);
+            expiry = now;
         }
     }
 }
