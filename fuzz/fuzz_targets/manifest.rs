@@ -94,7 +94,7 @@ fn check_json_round_trip(manifest: &Manifest) {
         )
     );
     assert_eq!(
-        again.template().map_err(|e| e.to_string()),
-        manifest.template().map_err(|e| e.to_string())
+        again.template().map_err(|e| template_error(&e)),
+        manifest.template().map_err(|e| template_error(&e))
     );
 }
