@@ -348,6 +348,13 @@ fn remove_path(mut at: &mut Value, path: &[Step]) {
     }
 }
 
+/// Sets a key where there is an object; an earlier edit may have put anything there.
+fn set_key(at: &mut Value, key: &str, value: Value) {
+    if let Some(map) = at.as_object_mut() {
+        map.insert(key.to_owned(), value);
+    }
+}
+
 fn apply(review: &mut Value, edit: &Edit) {
     let set_request = |review: &mut Value, key: &str, value: Value| {
         if let Some(request) = request(review) {
@@ -418,13 +425,13 @@ fn apply(review: &mut Value, edit: &Edit) {
         Edit::Kind(kind) => {
             let kind = kind.to_string(&["DaemonSet", "Deployment", "ConfigMap", "Pod"]);
             if let Some(k) = request(review).and_then(|r| r.get_mut("kind")) {
-                k["kind"] = json!(kind);
+                set_key(k, "kind", json!(kind));
             }
         }
         Edit::Group(group) => {
             let group = group.to_string(&["apps", "", "extensions"]);
             if let Some(k) = request(review).and_then(|r| r.get_mut("kind")) {
-                k["group"] = json!(group);
+                set_key(k, "group", json!(group));
             }
         }
         Edit::RequestName(name) => set_request(review, "name", json!(name.to_string(&NAMES))),
@@ -447,7 +454,7 @@ fn apply(review: &mut Value, edit: &Edit) {
         ),
         Edit::User(user) => {
             if let Some(info) = request(review).and_then(|r| r.get_mut("userInfo")) {
-                info["username"] = json!(user.to_string(&NAMES));
+                set_key(info, "username", json!(user.to_string(&NAMES)));
             }
         }
         Edit::Groups(groups) => {
@@ -456,12 +463,12 @@ fn apply(review: &mut Value, edit: &Edit) {
                 .map(|g| g.to_string(&["system:masters", "system:authenticated"]))
                 .collect();
             if let Some(info) = request(review).and_then(|r| r.get_mut("userInfo")) {
-                info["groups"] = json!(groups);
+                set_key(info, "groups", json!(groups));
             }
         }
         Edit::ApiVersion(v) => {
-            review["apiVersion"] =
-                json!(v.to_string(&["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]));
+            let version = v.to_string(&["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]);
+            set_key(review, "apiVersion", json!(version));
         }
         Edit::Set { path, value } => set_path(review, path, value.to_value()),
         Edit::Remove { path } => remove_path(review, path),
