@@ -17,7 +17,10 @@ const DOCKER_HUB: &str = "docker.io";
 pub enum ImageRefError {
     #[error("the image reference is empty")]
     Empty,
-    #[error("image reference {0:?} is longer than {MAX_NAME_LEN} characters")]
+    #[error(
+        "image reference {0:?} names a repository longer than {MAX_NAME_LEN} characters \
+         (counting the docker.io/library/ that a short name stands for)"
+    )]
     TooLong(String),
     #[error("image reference {reference:?} has an invalid registry host {host:?}")]
     InvalidHost { reference: String, host: String },
@@ -70,9 +73,6 @@ impl ImageRef {
             }
             _ => (rest, None),
         };
-        if name.len() > MAX_NAME_LEN {
-            return Err(ImageRefError::TooLong(reference.to_owned()));
-        }
         let (host, path) = split_host(name);
         if let Some(host) = host {
             check_host(reference, host)?;
@@ -100,6 +100,11 @@ impl ImageRef {
         } else {
             path.to_owned()
         };
+        // The limit is on the normalised name, as Docker applies it: checking the name as
+        // written would accept `nginx`-style names whose normalised form then fails to parse.
+        if host.len() + 1 + path.len() > MAX_NAME_LEN {
+            return Err(ImageRefError::TooLong(reference.to_owned()));
+        }
         Ok(Self {
             host,
             path,
