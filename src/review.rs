@@ -58,6 +58,15 @@ pub struct RequestSummary {
     pub dry_run: bool,
 }
 
+impl RequestSummary {
+    fn user(&self) -> UserIdentity {
+        UserIdentity {
+            username: self.username.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
 /// A workload as the policy sees it: identity and pod-template images, nothing else.
 #[derive(Debug, Clone)]
 pub struct TemplateView {
@@ -233,6 +242,7 @@ struct HeaderKind {
     kind: String,
 }
 
+/// Strict in types (a `null` username is unreadable), lenient in presence.
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct HeaderUser {
@@ -292,10 +302,7 @@ fn judge(envelope: Envelope, config: &Config, siblings: &dyn SiblingLookup) -> R
     if summary.uid.is_empty() {
         return bad_request("the AdmissionReview request has no uid".into(), summary);
     }
-    let user = UserIdentity {
-        username: summary.username.clone(),
-        groups: summary.groups.clone(),
-    };
+    let user = summary.user();
     let policy_request = Request {
         operation: operation(&request.operation),
         group: &request.kind.group,
@@ -341,19 +348,25 @@ fn review_slow(body: &[u8], config: &Config, siblings: &dyn SiblingLookup) -> Re
             );
         }
     };
+    let operation = match header.operation.as_str() {
+        "CREATE" => Operation::Create,
+        "UPDATE" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        _ => Operation::Connect,
+    };
     let summary = RequestSummary {
-        uid: header.uid.clone(),
-        api_version: envelope.api_version.clone(),
-        operation: header.operation.clone(),
-        kind: header.kind.kind.clone(),
-        namespace: header.namespace.clone().unwrap_or_default(),
-        name: header.name.clone(),
-        sub_resource: header.sub_resource.clone(),
-        username: header.user_info.username.clone(),
-        groups: header.user_info.groups.clone(),
+        uid: header.uid,
+        api_version: envelope.api_version,
+        operation: header.operation,
+        kind: header.kind.kind,
+        namespace: header.namespace.unwrap_or_default(),
+        name: header.name,
+        sub_resource: header.sub_resource,
+        username: header.user_info.username,
+        groups: header.user_info.groups,
         dry_run: header.dry_run.unwrap_or(false),
     };
-    if header.uid.is_empty() {
+    if summary.uid.is_empty() {
         return bad_request("the AdmissionReview request has no uid".into(), summary);
     }
     let mut json = serde_json::Deserializer::from_str(raw_request.get());
@@ -363,22 +376,14 @@ fn review_slow(body: &[u8], config: &Config, siblings: &dyn SiblingLookup) -> Re
         Ok(_) => "the AdmissionReview cannot be read".to_owned(),
     };
     let error = TemplateError::Unreadable(reason.clone());
-    let user = UserIdentity {
-        username: header.user_info.username.clone(),
-        groups: header.user_info.groups.clone(),
-    };
+    let user = summary.user();
     let request = Request {
-        operation: match header.operation.as_str() {
-            "CREATE" => Operation::Create,
-            "UPDATE" => Operation::Update,
-            "DELETE" => Operation::Delete,
-            _ => Operation::Connect,
-        },
+        operation,
         group: &header.kind.group,
-        kind: &header.kind.kind,
-        sub_resource: header.sub_resource.as_deref(),
-        namespace: header.namespace.as_deref().unwrap_or_default(),
-        name: &header.name,
+        kind: &summary.kind,
+        sub_resource: summary.sub_resource.as_deref(),
+        namespace: &summary.namespace,
+        name: &summary.name,
         object: Some(Err(&error)),
         old_object: None,
         user: &user,
