@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use cce_cni_guard::policy::{
-    Config, ContainerImage, ImageRef, NoSiblings, Operation, PodTemplateImages, Request,
+    Config, ContainerImage, ImageRef, Labels, NoSiblings, Operation, PodTemplateImages, Request,
     UserIdentity, decide,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -45,6 +45,7 @@ fn benches(c: &mut Criterion) {
         username: "kubernetes-admin".into(),
         groups: vec!["system:masters".into()],
     };
+    let labels: Labels = [("k8s-app".to_owned(), "cce-cni-node-agent".to_owned())].into();
     c.bench_function("policy_decide_patch_upgrade", |b| {
         b.iter(|| {
             let request = Request {
@@ -56,6 +57,8 @@ fn benches(c: &mut Criterion) {
                 name: "cce-cni-node-agent",
                 object: Some(Ok(black_box(&new))),
                 old_object: Some(Ok(black_box(&old))),
+                labels: Some(black_box(&labels)),
+                old_labels: Some(black_box(&labels)),
                 user: &user,
             };
             decide(&request, &NoSiblings, &config)

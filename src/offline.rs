@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use crate::manifest::{Manifest, ManifestError, ManifestSiblings, read_input};
-use crate::policy::{Config, Decision, Operation, Request, UserIdentity, Verdict, decide};
+use crate::policy::{
+    Config, Decision, Operation, Request, UserIdentity, Verdict, decide, object_labels,
+};
 
 /// Exit codes of the offline commands (design §2).
 pub const EXIT_ALLOWED: u8 = 0;
@@ -180,6 +182,8 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, OfflineError> {
         }
         None => None,
     };
+    let labels = object_labels(&new.object);
+    let old_labels = old.as_ref().map(|o| object_labels(&o.object));
     let request = Request {
         operation: if old.is_some() {
             Operation::Update
@@ -193,6 +197,8 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, OfflineError> {
         name: &new.name,
         object: Some(object),
         old_object,
+        labels: Some(&labels),
+        old_labels: old_labels.as_ref(),
         user: &user,
     };
     let decision = decide(&request, &siblings, &config);

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::policy::{
-    Config, ContainerImage, Decision, Operation, PodTemplateImages, Request, SiblingLookup,
-    TemplateError, UserIdentity, Verdict,
+    Config, ContainerImage, Decision, Labels, Operation, PodTemplateImages, Request, SiblingLookup,
+    TemplateError, UserIdentity, Verdict, labels_from_json,
 };
 
 /// The AdmissionReview versions we answer, each in its own version.
@@ -71,6 +71,7 @@ impl RequestSummary {
 #[derive(Debug, Clone)]
 pub struct TemplateView {
     name: Option<String>,
+    labels: Labels,
     template: Result<PodTemplateImages, TemplateError>,
 }
 
@@ -79,6 +80,12 @@ impl<'de> Deserialize<'de> for TemplateView {
         let view = ObjectView::deserialize(deserializer)?;
         Ok(Self {
             name: view.metadata.name,
+            labels: view
+                .metadata
+                .labels
+                .as_ref()
+                .map(labels_from_json)
+                .unwrap_or_default(),
             template: view.spec.into_template(),
         })
     }
@@ -96,6 +103,9 @@ struct ObjectView {
 struct MetaView {
     #[serde(default)]
     name: Option<String>,
+    /// Read as `check` reads a manifest's labels (a few entries: building them is cheap).
+    #[serde(default)]
+    labels: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +322,8 @@ fn judge(envelope: Envelope, config: &Config, siblings: &dyn SiblingLookup) -> R
         name: &summary.name,
         object: request.object.as_ref().map(|o| o.template.as_ref()),
         old_object: request.old_object.as_ref().map(|o| o.template.as_ref()),
+        labels: request.object.as_ref().map(|o| &o.labels),
+        old_labels: request.old_object.as_ref().map(|o| &o.labels),
         user: &user,
     };
     let decision = crate::policy::decide(&policy_request, siblings, config);
@@ -386,6 +398,8 @@ fn review_slow(body: &[u8], config: &Config, siblings: &dyn SiblingLookup) -> Re
         name: &summary.name,
         object: Some(Err(&error)),
         old_object: None,
+        labels: None,
+        old_labels: None,
         user: &user,
     };
     let decision = crate::policy::decide(&request, siblings, config);

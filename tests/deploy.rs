@@ -395,6 +395,40 @@ async fn pre_130_webhook_scopes_by_namespace_and_labels() {
     assert!(blocked_during_an_outage(&configuration, &other_deployment).await);
 }
 
+/// The guard refuses updates that would leave a workload's pre-1.30 webhook entry; that only
+/// closes the gap if it knows the very selector the entry carries.
+#[test]
+fn pre_130_selectors_are_the_ones_the_guard_keeps() {
+    let configuration = objects("pre-1.30/validatingwebhookconfiguration.yaml").remove(0);
+    let maps = objects("10-configmap.yaml");
+    let config = Config::from_yaml(maps[0]["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let webhooks = configuration["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), config.workloads.len());
+    for workload in &config.workloads {
+        let entry = webhooks
+            .iter()
+            .find(|w| {
+                w["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{}.", workload.name))
+            })
+            .unwrap_or_else(|| panic!("no webhook entry for {}", workload.display_name()));
+        let registered: cce_cni_guard::policy::LabelSelector =
+            serde_json::from_value(entry["objectSelector"].clone()).unwrap();
+        assert_eq!(
+            registered,
+            workload.object_selector,
+            "{}",
+            workload.display_name()
+        );
+    }
+    assert!(
+        !config.workloads[0].object_selector.is_empty(),
+        "the agent is selected by its label"
+    );
+}
+
 /// A stand-in apiserver over plain HTTP for the certificate Jobs: the Secret and the
 /// ValidatingWebhookConfiguration, with resourceVersions, 404, 409 and JSON patch.
 mod stand_in_apiserver {

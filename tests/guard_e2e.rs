@@ -521,6 +521,92 @@ async fn every_write_path(version: &str) {
     c.sim.shutdown().await;
 }
 
+/// Before 1.30 the webhook entry finds the agent by its label. An update that drops the label
+/// is the last one the entry would see: the guard refuses it on every write path that can
+/// drop it, and the workload stays guarded.
+async fn the_label_the_entry_selects_by_is_kept(version: &str) {
+    let c = Cluster::start(version).await;
+    let webhook = c.guard.as_ref().unwrap().webhook_names().to_vec();
+    let ds = ["-n", "kube-system", "label", "ds/cce-cni-node-agent"];
+    let needle = "no longer satisfy k8s-app=cce-cni-node-agent";
+    let run = c.kubectl(&[&ds[..], &["k8s-app-"]].concat()).await;
+    refused(&run, &webhook, needle);
+    assert!(run.stderr.contains("[rule labels-kept:"), "{}", run.stderr);
+    let run = c
+        .kubectl(&[&ds[..], &["k8s-app=renamed", "--overwrite"]].concat())
+        .await;
+    refused(&run, &webhook, needle);
+    let run = c
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "patch",
+            "ds/cce-cni-node-agent",
+            "--type=json",
+            "-p",
+            r#"[{"op": "remove", "path": "/metadata/labels"}]"#,
+        ])
+        .await;
+    refused(&run, &webhook, needle);
+    let labels = |c: &Cluster| {
+        c.sim
+            .get(
+                Resource::DaemonSets,
+                Some("kube-system"),
+                "cce-cni-node-agent",
+            )
+            .unwrap()["metadata"]["labels"]
+            .clone()
+    };
+    assert_eq!(labels(&c)["k8s-app"], "cce-cni-node-agent");
+    // Other labels are free, and the workload is still guarded afterwards.
+    accepted(&c.kubectl(&[&ds[..], &["team=network"]].concat()).await);
+    let run = c
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "set",
+            "image",
+            "ds/cce-cni-node-agent",
+            &format!("*={R}:v1.10.0"),
+        ])
+        .await;
+    refused(&run, &webhook, "moves the minor version (1.9 → 1.10)");
+    // An exempted identity (the CNI's helm) may take the label away, with a warning.
+    let run = c
+        .kubectl(
+            &[
+                &["--context", "helm-operator@cce-sim"][..],
+                &ds[..],
+                &["k8s-app-"],
+            ]
+            .concat(),
+        )
+        .await;
+    accepted(&run);
+    assert!(
+        run.stderr.contains("exempted (user:helm-operator)") && run.stderr.contains("labels-kept"),
+        "{}",
+        run.stderr
+    );
+    assert!(labels(&c).get("k8s-app").is_none());
+    c.sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_the_selector_fallback_needs_is_kept_1_29() {
+    if kubectl_available() {
+        the_label_the_entry_selects_by_is_kept("1.29").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_label_is_kept_with_match_conditions_too_1_33() {
+    if kubectl_available() {
+        the_label_the_entry_selects_by_is_kept("1.33").await;
+    }
+}
+
 fn daemonset_yaml(namespace: &str, name: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers: [{{name: c, image: \"{R}:v1.9.3\"}}]\n"

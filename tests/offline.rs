@@ -235,6 +235,68 @@ fn review_answers_in_the_request_version_with_exit_codes() {
     }
 }
 
+/// `review` (the webhook's reader) and `check` (the manifest reader) judge the labels the
+/// pre-1.30 webhook entry selects by alike, junk values included.
+#[test]
+fn review_and_check_agree_on_the_selected_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = yaml("agent-daemonset.yaml");
+    let old_file = write_json(dir.path(), "old.json", &old);
+    let relabel = |labels: Value| {
+        let mut new = old.clone();
+        new["metadata"]["labels"] = labels;
+        new
+    };
+    let cases = [
+        (
+            "label kept, one added",
+            relabel(json!({"k8s-app": "cce-cni-node-agent", "team": "net"})),
+            0,
+        ),
+        ("label removed", relabel(json!({})), 1),
+        ("label renamed", relabel(json!({"k8s-app": "agent"})), 1),
+        (
+            "label value not a string",
+            relabel(json!({"k8s-app": 7})),
+            1,
+        ),
+        ("labels not a map", relabel(json!("k8s-app")), 1),
+    ];
+    for (what, new, expected) in cases {
+        let new_file = write_json(dir.path(), "new.json", &new);
+        let check = run(
+            bin()
+                .args(["check", "-o", "json", "--old"])
+                .arg(&old_file)
+                .arg("--new")
+                .arg(&new_file),
+            None,
+        );
+        let body = serde_json::to_vec(&admission_review(
+            "admission.k8s.io/v1",
+            "UPDATE",
+            Some(&old),
+            &new,
+        ))
+        .unwrap();
+        let review = run(bin().arg("review"), Some(&body));
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert_eq!(
+            check.status.code(),
+            Some(expected),
+            "check, {what}: {stderr}"
+        );
+        assert_eq!(review.status.code(), Some(expected), "review, {what}");
+        if expected == 1 {
+            let verdict: Value = serde_json::from_slice(&check.stdout).unwrap();
+            assert_eq!(verdict["rules"], json!(["labels-kept"]), "{what}");
+            let response: Value = serde_json::from_slice(&review.stdout).unwrap();
+            let message = response["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains("[rule labels-kept:"), "{what}: {message}");
+        }
+    }
+}
+
 #[test]
 fn review_uses_the_sibling_manifest_for_rule_3() {
     let dir = tempfile::tempdir().unwrap();

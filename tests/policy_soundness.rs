@@ -706,6 +706,9 @@ fn judge(case: &Case) -> cce_cni_guard::policy::Decision {
         name: &w.name,
         object: Some(Ok(&new)),
         old_object: (!case.create).then_some(Ok(&old)),
+        // Labels are judged apart from images (policy table, guard_e2e); here they are unknown.
+        labels: None,
+        old_labels: None,
         user: &case.caller.user,
     };
     decide(&request, &Sibling(case.sibling.state()), &config)

@@ -4,7 +4,9 @@
 #![no_main]
 
 use cce_cni_guard::manifest::Manifest;
-use cce_cni_guard::policy::{Config, NoSiblings, Operation, Request, UserIdentity, decide};
+use cce_cni_guard::policy::{
+    Config, NoSiblings, Operation, Request, UserIdentity, decide, object_labels,
+};
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 
@@ -37,6 +39,8 @@ fuzz_target!(|data: &[u8]| {
         .and_then(|t| t.as_ref().err())
         .map(template_error);
     let user = UserIdentity::default();
+    let labels = object_labels(&new.object);
+    let old_labels = old.as_ref().map(|o| object_labels(&o.object));
     let request = Request {
         operation: if old.is_some() {
             Operation::Update
@@ -56,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
             Ok(t) => Ok(t),
             Err(_) => Err(old_error.as_ref().expect("set for an error")),
         }),
+        labels: Some(&labels),
+        old_labels: old_labels.as_ref(),
         user: &user,
     };
     let decision = decide(&request, &NoSiblings, &CONFIG);

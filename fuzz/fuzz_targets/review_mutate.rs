@@ -13,6 +13,7 @@ use arbitrary::Arbitrary;
 use cce_cni_guard::manifest::{Manifest, ManifestSiblings};
 use cce_cni_guard::policy::{
     Config, NoSiblings, Operation, PodTemplateImages, Request, SiblingLookup, UserIdentity, decide,
+    object_labels,
 };
 use cce_cni_guard::review::review;
 use libfuzzer_sys::fuzz_target;
@@ -531,6 +532,8 @@ fn judge_as_check_would(
             .map(PodTemplateImages::from_workload)
     };
     let (object, old_object) = (template("object"), template("oldObject"));
+    let labels = |key: &str| request.get(key).filter(|o| !o.is_null()).map(object_labels);
+    let (labels, old_labels) = (labels("object"), labels("oldObject"));
     let str_at = |v: &Value, pointer: &str| {
         v.pointer(pointer)
             .and_then(Value::as_str)
@@ -575,6 +578,8 @@ fn judge_as_check_would(
         name: &name,
         object: object.as_ref().map(Result::as_ref),
         old_object: old_object.as_ref().map(Result::as_ref),
+        labels: labels.as_ref(),
+        old_labels: old_labels.as_ref(),
         user: &user,
     };
     let check_decision = decide(&check_request, siblings, config);

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::image::ImageRef;
+use super::selector::LabelSelector;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,11 @@ pub struct GuardedWorkload {
     pub name: String,
     /// Container names, looked up in both `containers` and `initContainers`.
     pub containers: Vec<String>,
+    /// The labels the webhook entry selects this workload by where matchConditions are off
+    /// (the chart's `workloads[].objectSelector`). An update that would take the workload
+    /// out of it is refused: every later change would bypass the guard.
+    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
+    pub object_selector: LabelSelector,
 }
 
 impl GuardedWorkload {
@@ -127,12 +133,19 @@ fn default_workloads() -> Vec<GuardedWorkload> {
             namespace: "kube-system".into(),
             name: "cce-cni-node-agent".into(),
             containers: vec!["cce-cni-node-agent".into(), "install-cni-binary".into()],
+            // Upstream's DaemonSet has carried this label in every version.
+            object_selector: LabelSelector::matching_labels([(
+                "k8s-app".into(),
+                "cce-cni-node-agent".into(),
+            )]),
         },
         GuardedWorkload {
             kind: WorkloadKind::Deployment,
             namespace: "kube-system".into(),
             name: "cce-eni-ipam".into(),
             containers: vec!["cce-eni-ipam".into()],
+            // Upstream's Deployment has no labels of its own to select it by.
+            object_selector: LabelSelector::default(),
         },
     ]
 }
@@ -166,6 +179,12 @@ impl Config {
                     w.display_name()
                 )));
             }
+            w.object_selector.validate().map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "workloads: {}: objectSelector: {e}",
+                    w.display_name()
+                ))
+            })?;
             if !seen.insert((w.kind, w.namespace.as_str(), w.name.as_str())) {
                 return Err(ConfigError::Invalid(format!(
                     "workloads: {} is listed twice",
@@ -261,6 +280,23 @@ mod tests {
                 .is_none()
         );
         config.validate().unwrap();
+        assert_eq!(
+            agent.object_selector.to_string(),
+            "k8s-app=cce-cni-node-agent"
+        );
+        assert!(ipam.object_selector.is_empty());
+    }
+
+    #[test]
+    fn reads_the_selectors_the_chart_renders() {
+        let config = Config::from_yaml(
+            "workloads:\n  - kind: Deployment\n    namespace: kube-system\n    name: cce-eni-ipam\n    containers: [cce-eni-ipam]\n    objectSelector:\n      matchLabels: {app: cce-eni-ipam}\n      matchExpressions: [{key: tier, operator: Exists}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.workloads[0].object_selector.to_string(),
+            "app=cce-eni-ipam,tier"
+        );
     }
 
     #[test]
@@ -296,6 +332,14 @@ mod tests {
             (
                 "workloads:\n  - {kind: StatefulSet, namespace: a, name: b, containers: [c]}\n",
                 "StatefulSet",
+            ),
+            (
+                "workloads:\n  - {kind: DaemonSet, namespace: a, name: b, containers: [c],\n     objectSelector: {matchExpressions: [{key: k, operator: In}]}}\n",
+                "DaemonSet a/b: objectSelector: matchExpressions \"k\" In: values must be non-empty",
+            ),
+            (
+                "workloads:\n  - {kind: DaemonSet, namespace: a, name: b, containers: [c],\n     objectSelector: {matchLabel: {k: v}}}\n",
+                "matchLabel",
             ),
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();

@@ -6,6 +6,7 @@ use std::fmt;
 
 use super::config::{Config, GuardedWorkload, WorkloadKind};
 use super::image::{ImageRef, Version};
+use super::selector::Labels;
 use super::template::{PodTemplateImages, TemplateError};
 use super::{SiblingLookup, SiblingState};
 
@@ -39,6 +40,10 @@ pub struct Request<'a> {
     pub name: &'a str,
     pub object: Option<Result<&'a PodTemplateImages, &'a TemplateError>>,
     pub old_object: Option<Result<&'a PodTemplateImages, &'a TemplateError>>,
+    /// `metadata.labels` of the object and of the stored object; `None` where the caller
+    /// does not know them (the label rule is then skipped).
+    pub labels: Option<&'a Labels>,
+    pub old_labels: Option<&'a Labels>,
     pub user: &'a UserIdentity,
 }
 
@@ -53,6 +58,8 @@ pub enum Rule {
     SiblingsAgree,
     /// Rule 5: guarded containers are not removed or renamed.
     ContainerRemoved,
+    /// Rule 5 for labels: the workload keeps the labels its webhook entry selects it by.
+    LabelsKept,
     /// A guarded container's image is not a valid reference.
     InvalidImage,
     /// Rule 7: a guarded object that cannot be read is refused.
@@ -66,6 +73,7 @@ impl Rule {
             Self::PatchOnly => "patch-only",
             Self::SiblingsAgree => "siblings-agree",
             Self::ContainerRemoved => "container-removed",
+            Self::LabelsKept => "labels-kept",
             Self::InvalidImage => "invalid-image",
             Self::Undecodable => "undecodable",
         }
@@ -80,6 +88,9 @@ impl Rule {
             }
             Self::SiblingsAgree => "the guarded workloads stay on one repository and MAJOR.MINOR",
             Self::ContainerRemoved => "guarded containers are never removed or renamed",
+            Self::LabelsKept => {
+                "a guarded workload keeps the labels the guard's webhook selects it by"
+            }
             Self::InvalidImage => "guarded images must be valid references",
             Self::Undecodable => "a guarded object that cannot be read is refused",
         }
@@ -167,6 +178,15 @@ pub fn decide(request: &Request<'_>, siblings: &dyn SiblingLookup, config: &Conf
         return Decision::not_guarded();
     };
     let mut judge = Judge::new(workload, config);
+    if request.operation == Operation::Update
+        && let (Some(old), Some(new)) = (request.old_labels, request.labels)
+    {
+        judge.check_labels_kept(old, new);
+    } else if request.operation == Operation::Create
+        && let Some(new) = request.labels
+    {
+        judge.note_unselected(new);
+    }
     match (request.operation, request.object, request.old_object) {
         (_, Some(Err(err)), _) => judge.undecodable("the new object", err),
         (Operation::Update, _, Some(Err(err))) => judge.undecodable("the stored object", err),
@@ -356,6 +376,39 @@ impl<'c> Judge<'c> {
         }
         self.check_consistent(&new_images);
         self.check_siblings(&changed, siblings);
+    }
+
+    /// An update that takes the workload out of its webhook entry's objectSelector is the
+    /// last one the guard sees where matchConditions are off: refused.
+    fn check_labels_kept(&mut self, old: &Labels, new: &Labels) {
+        let selector = &self.workload.object_selector;
+        if selector.is_empty() || !selector.matches(old) || selector.matches(new) {
+            return;
+        }
+        let w = self.workload;
+        self.violation(
+            Rule::LabelsKept,
+            None,
+            format!(
+                "the labels would no longer satisfy {}: the guard's webhook finds {} by {selector} where matchConditions are off (clusters before 1.30), so no later change would reach the guard",
+                selector.unmet(new).join(", "),
+                w.kubectl_ref()
+            ),
+        );
+        self.forward(format!(
+            "keep the labels {selector}; to stop guarding by them, change the guard's configuration first (chart value workloads[].objectSelector)"
+        ));
+    }
+
+    /// A new workload outside the selector is one the pre-1.30 webhook entry never sees.
+    fn note_unselected(&mut self, new: &Labels) {
+        let selector = &self.workload.object_selector;
+        if !selector.matches(new) {
+            self.warn(format!(
+                "{} lacks the labels {selector}: where matchConditions are off, the guard's webhook does not see it",
+                self.workload.display_name()
+            ));
+        }
     }
 
     fn check_images_valid(&mut self, changed: &[&Guarded<'_>]) {
@@ -726,7 +779,11 @@ impl<'c> Judge<'c> {
         let structural = self.violations.iter().any(|v| {
             matches!(
                 v.rule,
-                Rule::PatchOnly | Rule::SiblingsAgree | Rule::ContainerRemoved | Rule::Undecodable
+                Rule::PatchOnly
+                    | Rule::SiblingsAgree
+                    | Rule::ContainerRemoved
+                    | Rule::LabelsKept
+                    | Rule::Undecodable
             )
         });
         let mut forward: Vec<String> = Vec::new();

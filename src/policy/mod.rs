@@ -5,11 +5,13 @@
 pub mod config;
 pub mod decide;
 pub mod image;
+pub mod selector;
 pub mod template;
 
 pub use config::{Config, ConfigError, Exemptions, GuardedWorkload, WorkloadKind};
 pub use decide::{Decision, Operation, Request, Rule, UserIdentity, Verdict, Violation, decide};
 pub use image::{ImageRef, ImageRefError, Version};
+pub use selector::{LabelSelector, Labels, labels_from_json, object_labels};
 pub use template::{ContainerImage, PodTemplateImages, TemplateError};
 
 /// What is known about a sibling workload's current images (design §1, rule 3).

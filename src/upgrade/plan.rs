@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::policy::{
     Config, GuardedWorkload, ImageRef, Operation, PodTemplateImages, Request, SiblingLookup,
-    SiblingState, UserIdentity, Version, WorkloadKind, decide,
+    SiblingState, UserIdentity, Version, WorkloadKind, decide, object_labels,
 };
 
 /// Annotation kubectl shows as CHANGE-CAUSE in `rollout history`.
@@ -553,6 +553,7 @@ pub fn guard_check(
         .map_err(|e| format!("the planned patch does not apply: {e}"))?;
     let old = PodTemplateImages::from_workload(current);
     let new = PodTemplateImages::from_workload(&next);
+    let (old_labels, labels) = (object_labels(current), object_labels(&next));
     let user = UserIdentity::default();
     let kind = workload.kind.to_string();
     let request = Request {
@@ -564,6 +565,8 @@ pub fn guard_check(
         name: &workload.name,
         object: Some(new.as_ref()),
         old_object: Some(old.as_ref()),
+        labels: Some(&labels),
+        old_labels: Some(&old_labels),
         user: &user,
     };
     let lookup = ReadSibling {

@@ -69,6 +69,19 @@ struct Case {
     rules: &'static [Rule],
     message_has: &'static [&'static str],
     warning_has: &'static [&'static str],
+    /// `metadata.labels` of the new and the stored object (`None`: not known).
+    labels: Option<&'static [(&'static str, &'static str)]>,
+    old_labels: Option<&'static [(&'static str, &'static str)]>,
+}
+
+/// What upstream's DaemonSet carries, and the default configuration selects it by.
+const AGENT_LABELS: &[(&str, &str)] = &[("k8s-app", "cce-cni-node-agent")];
+
+fn label_map(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 impl Default for Case {
@@ -87,6 +100,8 @@ impl Default for Case {
             rules: &[],
             message_has: &[],
             warning_has: &[],
+            labels: Some(AGENT_LABELS),
+            old_labels: Some(AGENT_LABELS),
         }
     }
 }
@@ -111,6 +126,8 @@ fn run(case: &Case, config: &Config) -> Decision {
         username: case.user.into(),
         groups: case.groups.iter().map(|g| g.to_string()).collect(),
     };
+    let labels = case.labels.map(label_map);
+    let old_labels = case.old_labels.map(label_map);
     let request = Request {
         operation: case.op,
         group: "apps",
@@ -120,6 +137,8 @@ fn run(case: &Case, config: &Config) -> Decision {
         name,
         object: case.new.as_ref().map(Ok),
         old_object: case.old.as_ref().map(Ok),
+        labels: labels.as_ref(),
+        old_labels: old_labels.as_ref(),
         user: &user,
     };
     decide(&request, &Sibling(case.sibling.clone()), config)
@@ -548,6 +567,93 @@ fn cases() -> Vec<Case> {
             }),
             ..Default::default()
         },
+        // --- Rule 5 for labels: the webhook's objectSelector keeps matching ---
+        Case {
+            name: "an update that drops the label the pre-1.30 webhook selects by",
+            new: same("v1.9.3"),
+            labels: Some(&[]),
+            expect: Verdict::Denied,
+            rules: &[Rule::LabelsKept],
+            message_has: &[
+                "no longer satisfy k8s-app=cce-cni-node-agent",
+                "no later change would reach the guard",
+                "keep the labels k8s-app=cce-cni-node-agent",
+            ],
+            ..Default::default()
+        },
+        Case {
+            name: "an update that changes the label's value",
+            new: same("v1.9.3"),
+            labels: Some(&[("k8s-app", "agent")]),
+            expect: Verdict::Denied,
+            rules: &[Rule::LabelsKept],
+            ..Default::default()
+        },
+        Case {
+            name: "dropping the label together with a minor jump names both rules",
+            new: same("v1.10.0"),
+            labels: Some(&[("team", "net")]),
+            expect: Verdict::Denied,
+            rules: &[Rule::LabelsKept, Rule::PatchOnly],
+            ..Default::default()
+        },
+        Case {
+            name: "labels added next to the selected one",
+            new: same("v1.9.3"),
+            labels: Some(&[("k8s-app", "cce-cni-node-agent"), ("team", "net")]),
+            ..Default::default()
+        },
+        Case {
+            name: "an object already outside the selector is not judged on its labels",
+            new: same("v1.9.3"),
+            labels: Some(&[]),
+            old_labels: Some(&[]),
+            ..Default::default()
+        },
+        Case {
+            name: "labels not known (upgrader, offline without --old): the rule is skipped",
+            new: same("v1.9.3"),
+            labels: None,
+            ..Default::default()
+        },
+        Case {
+            name: "an exempted identity may drop the label",
+            new: same("v1.9.3"),
+            labels: Some(&[]),
+            user: "helm-operator",
+            expect: Verdict::Exempted,
+            rules: &[Rule::LabelsKept],
+            warning_has: &["labels-kept"],
+            ..Default::default()
+        },
+        Case {
+            name: "ipam is selected by no label: its labels are free",
+            target: Target::Ipam,
+            old: Some(ipam(&img("v1.9.3"))),
+            new: Some(ipam(&img("v1.9.3"))),
+            sibling: SiblingState::Present(ds(&img("v1.9.3"), &img("v1.9.3"))),
+            labels: Some(&[]),
+            old_labels: Some(&[("app", "cce-eni-ipam")]),
+            ..Default::default()
+        },
+        Case {
+            name: "a CREATE without the label is allowed, with a warning",
+            op: Operation::Create,
+            old: None,
+            new: same("v1.9.3"),
+            labels: Some(&[]),
+            old_labels: None,
+            warning_has: &["lacks the labels k8s-app=cce-cni-node-agent"],
+            ..Default::default()
+        },
+        Case {
+            name: "a scale or status write is not judged on labels",
+            new: same("v1.9.3"),
+            labels: Some(&[]),
+            sub_resource: Some("status"),
+            expect: Verdict::NotGuarded,
+            ..Default::default()
+        },
         // --- Rule 6: exemptions by identity ---
         Case {
             name: "exempt user may make a minor change, with a warning",
@@ -715,6 +821,8 @@ fn objects_outside_the_guard_are_not_judged() {
             name,
             object: Some(Ok(&new)),
             old_object: Some(Ok(&new)),
+            labels: None,
+            old_labels: None,
             user: &user,
         };
         assert_eq!(
@@ -739,6 +847,8 @@ fn undecodable_guarded_object_is_refused_with_the_reason() {
         name: "cce-cni-node-agent",
         object: Some(Err(&err)),
         old_object: None,
+        labels: None,
+        old_labels: None,
         user: &user,
     };
     let decision = decide(&request, &NoSiblings, &config);
