@@ -545,6 +545,57 @@ mod tests {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    /// A body that arrives in pieces is judged like one that arrives whole,
+    /// with or without a declared length, and over the limit in pieces is still 413.
+    #[tokio::test]
+    async fn a_body_in_pieces_is_judged_like_one_in_a_piece() {
+        let review = include_bytes!("../../tests/fixtures/review-daemonset-update.json");
+        let state = budgeted(review.len(), review.len() * 4);
+        let app = router(state.clone());
+        let answer = |response: Response| async move {
+            assert_eq!(response.status(), StatusCode::OK);
+            axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap()
+        };
+        let whole = answer(
+            app.clone()
+                .oneshot(post(Body::from(&review[..]), Some(review.len())))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(whole.starts_with(b"{\"apiVersion\""));
+        for pieces in [2, 3, 7, 1000] {
+            for declared in [None, Some(review.len())] {
+                let chunks: Vec<Result<Bytes, std::io::Error>> = review
+                    .chunks(review.len().div_ceil(pieces))
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .chain([Ok(Bytes::new())])
+                    .collect();
+                let body = Body::from_stream(futures::stream::iter(chunks));
+                let got = answer(app.clone().oneshot(post(body, declared)).await.unwrap()).await;
+                assert_eq!(got, whole, "{pieces} pieces, declared {declared:?}");
+            }
+        }
+        let mut over = review.to_vec();
+        over.push(b' ');
+        let chunks: Vec<Result<Bytes, std::io::Error>> = over
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let response = app
+            .oneshot(post(Body::from_stream(futures::stream::iter(chunks)), None))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            state.inner.body_budget.available_permits(),
+            review.len() * 4,
+            "every piece's bytes given back"
+        );
+    }
+
     #[test]
     fn the_budget_is_never_below_one_body() {
         let state = budgeted(4096, 10);
