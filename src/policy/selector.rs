@@ -99,21 +99,30 @@ impl LabelSelector {
         self.match_labels.is_empty() && self.match_expressions.is_empty()
     }
 
+    /// Called on every guarded update: decides without formatting anything.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.unmet(labels).is_empty()
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
     /// The requirements `labels` fail, in the apiserver's syntax (`k8s-app=cce-cni-node-agent`).
     pub fn unmet(&self, labels: &Labels) -> Vec<String> {
+        self.requirements(Some(labels))
+    }
+
+    /// Every requirement in the apiserver's syntax, or only those `unmet_by` fails.
+    fn requirements(&self, unmet_by: Option<&Labels>) -> Vec<String> {
         let pairs = self
             .match_labels
             .iter()
-            .filter(|(k, v)| labels.get(*k) != Some(*v))
+            .filter(|(k, v)| unmet_by.is_none_or(|l| l.get(*k) != Some(*v)))
             .map(|(k, v)| format!("{k}={v}"));
         let expressions = self
             .match_expressions
             .iter()
-            .filter(|r| !r.matches(labels))
+            .filter(|r| unmet_by.is_none_or(|l| !r.matches(l)))
             .map(ToString::to_string);
         pairs.chain(expressions).collect()
     }
@@ -147,12 +156,7 @@ impl LabelSelector {
 
 impl fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self
-            .match_labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        parts.extend(self.match_expressions.iter().map(ToString::to_string));
+        let parts = self.requirements(None);
         if parts.is_empty() {
             f.write_str("(every object)")
         } else {
